@@ -1,0 +1,57 @@
+# Sweet Slice: `make up` runs the platform, `make test` proves it.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+UV_VERSION ?= 0.13.8
+CACHE ?= $(HOME)/.cache/sweetslice
+UV := $(CACHE)/uv-$(UV_VERSION)/bin/uv
+VENV := .venv
+PY := $(VENV)/bin/python
+PORT ?= 8080
+DATA_DIR ?= .run
+PYTEST_ARGS ?=
+export UV_PYTHON_DOWNLOADS := never
+
+WORKSPACE_FILES := pyproject.toml uv.lock $(wildcard services/*/pyproject.toml)
+
+.PHONY: help install up reset lint format typecheck contracts test test-unit test-e2e clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: $(WORKSPACE_FILES) scripts/bootstrap.sh
+	@UV_VERSION=$(UV_VERSION) SWEETSLICE_CACHE=$(CACHE) scripts/bootstrap.sh
+	@touch $@
+
+install: $(VENV)/.installed ## bootstrap uv and install the locked workspace into .venv
+
+up: install ## run the whole platform on 127.0.0.1 (PORT=8080, DATA_DIR=.run)
+	@$(PY) -m shopkit.launcher --port $(PORT) --data-dir $(DATA_DIR)
+
+reset: install ## like up, but start from an empty data directory
+	@$(PY) -m shopkit.launcher --port $(PORT) --data-dir $(DATA_DIR) --reset
+
+lint: install ## ruff lint and format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install ## apply ruff fixes and formatting
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+typecheck: install ## mypy --strict on every service and the kit
+	$(VENV)/bin/mypy services/*/src
+
+contracts: install ## import-linter layering contracts
+	$(VENV)/bin/lint-imports
+
+test-unit: install ## per-service tests
+	$(VENV)/bin/pytest services $(PYTEST_ARGS)
+
+test-e2e: install ## cross-service tests on the real processes, on SQLite and on PostgreSQL
+	$(VENV)/bin/pytest tests $(PYTEST_ARGS)
+
+test: lint typecheck contracts test-unit test-e2e ## everything CI runs
+
+clean: ## remove the venv, caches and local data
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache $(DATA_DIR)

@@ -1,0 +1,184 @@
+"""The app factory every service uses: one lifespan owns every resource the service holds.
+
+Nothing is created at import time. A service calls :func:`create_service_app` with its settings
+and, optionally, a ``setup`` context that adds its own background work once the shared resources
+(database, HTTP session, token verifier, broker, outbox relay) are up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiohttp
+from fastapi import APIRouter, FastAPI
+from sqlalchemy import Table
+
+from shopkit.auth import TokenVerifier
+from shopkit.db import Database
+from shopkit.discovery import Discovery, StaticDiscovery
+from shopkit.errors import install_problem_handlers
+from shopkit.health import Check
+from shopkit.health import router as health_router
+from shopkit.http import ServiceClient, new_client_session
+from shopkit.logs import configure_logging
+from shopkit.messaging import Broker, OutboxRelay
+from shopkit.migrations import migrate
+from shopkit.observability import BodyLimitMiddleware, RequestContextMiddleware
+from shopkit.settings import ServiceSettings
+
+log = logging.getLogger("shopkit.app")
+
+C = TypeVar("C", bound=ServiceClient)
+JWKS_PATH = "/.well-known/jwks.json"
+
+
+@dataclass
+class Runtime:
+    """Resources of one running service, owned by its lifespan."""
+
+    settings: ServiceSettings
+    db: Database
+    http: aiohttp.ClientSession
+    discovery: Discovery
+    verifier: TokenVerifier
+    broker: Broker | None = None
+    outbox: OutboxRelay | None = None
+    checks: dict[str, Check] = field(default_factory=dict)
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+
+    def client(self, cls: type[C]) -> C:
+        return cls(
+            self.http,
+            self.discovery,
+            timeout=self.settings.http_timeout_seconds,
+            internal_token=self.settings.internal_token.get_secret_value(),
+        )
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
+        """Background work that lives as long as the service and is cancelled at shutdown."""
+        task = asyncio.create_task(coro, name=name)
+        task.add_done_callback(_log_crash)
+        self.tasks.append(task)
+
+
+def _log_crash(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("background task %s died", task.get_name(), exc_info=task.exception())
+
+
+Setup = Callable[[FastAPI, Runtime], AbstractAsyncContextManager[None]]
+
+
+def create_service_app(
+    settings: ServiceSettings,
+    *,
+    title: str,
+    description: str,
+    routers: Iterable[APIRouter],
+    migrations: Path | None,
+    peers: Mapping[str, str] | None = None,
+    outbox: Table | None = None,
+    use_broker: bool = False,
+    jwks: Callable[[Runtime], Callable[[], Coroutine[Any, Any, dict[str, Any]]]] | None = None,
+    setup: Setup | None = None,
+) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_logging(settings.service_name, settings.log_level, json_lines=settings.log_json)
+        db = Database(
+            settings.effective_database_url,
+            pool_size=settings.database_pool_size,
+            sqlite_synchronous=settings.sqlite_synchronous,
+        )
+        if migrations is not None:
+            await migrate(db, migrations)
+        http = new_client_session()
+        discovery = StaticDiscovery({"user": settings.user_url, **(peers or {})})
+        runtime = Runtime(
+            settings=settings,
+            db=db,
+            http=http,
+            discovery=discovery,
+            verifier=TokenVerifier(
+                lambda: fetch_jwks(),  # noqa: PLW0108 - bound below, after runtime exists
+                issuer=settings.jwt_issuer,
+                audience=settings.jwt_audience,
+                leeway=settings.jwt_leeway_seconds,
+            ),
+        )
+        fetch_jwks = jwks(runtime) if jwks else _remote_jwks(runtime)
+        runtime.checks["database"] = db.ping
+        runtime.checks["jwks"] = _jwks_check(runtime.verifier)
+        if use_broker or outbox is not None:
+            runtime.broker = Broker(settings.nats_url, name=settings.service_name)
+            await runtime.broker.start()
+            runtime.checks["broker"] = runtime.broker.check
+        if outbox is not None:
+            assert runtime.broker is not None
+            runtime.outbox = OutboxRelay(db, outbox, runtime.broker)
+            runtime.spawn(runtime.outbox.run(), "outbox-relay")
+        app.state.runtime = runtime
+        app.state.db = db
+        app.state.verifier = runtime.verifier
+        app.state.checks = runtime.checks
+        app.state.internal_token = settings.internal_token.get_secret_value()
+        try:
+            if setup is not None:
+                async with setup(app, runtime):
+                    yield
+            else:
+                yield
+        finally:
+            for task in runtime.tasks:
+                task.cancel()
+            await asyncio.gather(*runtime.tasks, return_exceptions=True)
+            if runtime.broker is not None:
+                await runtime.broker.close()
+            await http.close()
+            await db.dispose()
+
+    app = FastAPI(
+        title=title,
+        description=description,
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url="/docs" if settings.environment == "development" else None,
+        redoc_url=None,
+    )
+    install_problem_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContextMiddleware, service=settings.service_name)
+    app.include_router(health_router)
+    for router in routers:
+        app.include_router(router)
+    return app
+
+
+def _remote_jwks(runtime: Runtime) -> Callable[[], Coroutine[Any, Any, dict[str, Any]]]:
+    async def fetch() -> dict[str, Any]:
+        url = runtime.settings.user_url.rstrip("/") + JWKS_PATH
+        timeout = aiohttp.ClientTimeout(total=runtime.settings.http_timeout_seconds)
+        async with runtime.http.get(url, timeout=timeout) as resp:
+            resp.raise_for_status()
+            body = await resp.json()
+        if not isinstance(body, dict):
+            raise ValueError("JWKS is not an object")
+        return body
+
+    return fetch
+
+
+def _jwks_check(verifier: TokenVerifier) -> Check:
+    async def check() -> None:
+        if not verifier.ready:
+            await verifier.refresh(force=True)
+        if not verifier.ready:
+            raise LookupError("no signing keys yet")
+
+    return check

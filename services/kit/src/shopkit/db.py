@@ -1,0 +1,136 @@
+"""Async SQLAlchemy plumbing: one engine per service, SQLite (WAL) by default, or PostgreSQL.
+
+Services never commit inside helpers: a request (or a message handler) opens one session through
+:func:`session_dependency`, and the session commits once when the route returns, before the
+response is sent, so state and outbox rows land together or not at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import DateTime, TypeDecorator, event, text
+from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.orm import Session
+
+from shopkit.errors import ServiceUnavailable
+
+
+def normalize_url(url: str) -> str:
+    """Accept the plain ``postgresql://`` and ``sqlite://`` forms; pick the async drivers."""
+    parsed = make_url(url)
+    if parsed.drivername in {"postgresql", "postgres", "postgresql+psycopg2"}:
+        parsed = parsed.set(drivername="postgresql+asyncpg")
+    elif parsed.drivername == "sqlite":
+        parsed = parsed.set(drivername="sqlite+aiosqlite")
+    return parsed.render_as_string(hide_password=False)
+
+
+class Database:
+    """Owns the engine and the session factory of one service."""
+
+    def __init__(
+        self, url: str, *, pool_size: int = 10, sqlite_synchronous: str = "NORMAL"
+    ) -> None:
+        self.url = normalize_url(url)
+        self.is_sqlite = self.url.startswith("sqlite")
+        kwargs: dict[str, Any] = {"pool_pre_ping": not self.is_sqlite}
+        if self.is_sqlite:
+            database = make_url(self.url).database
+            if database and database != ":memory:":
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+            kwargs["connect_args"] = {"timeout": 5}
+        else:
+            kwargs.update(pool_size=pool_size, max_overflow=pool_size)
+        self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
+        if self.is_sqlite:
+            _configure_sqlite(self.engine, sqlite_synchronous)
+        # A session class of our own, so session events (the outbox relay's wake-up) can be
+        # listened to for this database only.
+        self.sync_session_class: type[Session] = type("ServiceSession", (Session,), {})
+        self.sessionmaker = async_sessionmaker(
+            self.engine, expire_on_commit=False, sync_session_class=self.sync_session_class
+        )
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        """A unit of work: commits on success, rolls back on error."""
+        async with self.sessionmaker() as session:
+            try:
+                yield session
+                await session.commit()
+            except OperationalError as exc:
+                await session.rollback()
+                raise database_unavailable() from exc
+            except BaseException:
+                await session.rollback()
+                raise
+
+    async def ping(self) -> None:
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    def advisory_lock_key(self, name: str) -> int:
+        return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+def database_unavailable() -> ServiceUnavailable:
+    """A locked, read-only or unreachable database is a temporary condition, not a client error."""
+    return ServiceUnavailable("the database is temporarily unavailable", retry_after=1)
+
+
+def _configure_sqlite(engine: AsyncEngine, synchronous: str) -> None:
+    # pysqlite's own transaction handling defers BEGIN and never takes the write lock up front:
+    # two concurrent writers then fail with "database is locked" instead of waiting. Taking the
+    # lock with BEGIN IMMEDIATE makes writers queue on busy_timeout, which is what we want.
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
+        cursor.execute("PRAGMA busy_timeout=5000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timestamps stored and returned as aware UTC on SQLite too (which keeps no time zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are not stored; use an aware UTC datetime")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)

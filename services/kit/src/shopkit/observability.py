@@ -1,0 +1,137 @@
+"""Request context (request id, access log) and RED metrics, as one cheap ASGI middleware.
+
+Metric names are declared here once; route templates (never raw paths) are the labels so an
+attacker walking random URLs cannot explode the series count.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client import multiprocess as prom_multiprocess
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shopkit.errors import PayloadTooLarge
+from shopkit.logs import accept_request_id, request_id_var
+
+log = logging.getLogger("shopkit.access")
+
+HTTP_REQUESTS = Counter(
+    "shop_http_requests",
+    "HTTP requests served, by route template and status code.",
+    ["service", "method", "route", "status"],
+)
+HTTP_DURATION = Histogram(
+    "shop_http_request_duration_seconds",
+    "Time to serve an HTTP request, by route template.",
+    ["service", "method", "route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+
+
+def metrics_payload() -> tuple[bytes, str]:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        prom_multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(), CONTENT_TYPE_LATEST
+
+
+def route_template(scope: Scope) -> str:
+    route: Any = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else "unmatched"
+
+
+class RequestContextMiddleware:
+    """Sets the request id (the client's if well formed), echoes it, logs and measures."""
+
+    def __init__(self, app: ASGIApp, *, service: str) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                given = value.decode("latin-1")
+                break
+        request_id = accept_request_id(given)
+        token = request_id_var.set(request_id)
+        started = time.perf_counter()
+        status = 500
+        encoded_id = request_id.encode()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = [(k, v) for k, v in message.get("headers", []) if k != b"x-request-id"]
+                headers.append((b"x-request-id", encoded_id))
+                message["headers"] = headers
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = route_template(scope)
+            method = scope["method"]
+            HTTP_REQUESTS.labels(self.service, method, route, str(status)).inc()
+            HTTP_DURATION.labels(self.service, method, route).observe(elapsed)
+            if route not in {"/livez", "/readyz", "/metrics"}:
+                log.info(
+                    "%s %s %d",
+                    method,
+                    scope["path"],
+                    status,
+                    extra={"fields": {"status": status, "route": route, "ms": elapsed * 1000}},
+                )
+            request_id_var.reset(token)
+
+
+class BodyLimitMiddleware:
+    """Refuses bodies over ``max_bytes``: at once when Content-Length says so, otherwise as soon
+    as the streamed body passes the limit (the route's read then fails with a 413 problem)."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                if not value.isdigit() or int(value) > self.max_bytes:
+                    await PayloadTooLarge(f"the limit is {self.max_bytes} bytes").to_response()(
+                        scope, receive, send
+                    )
+                    return
+                break
+        seen = 0
+
+        async def counting_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise PayloadTooLarge(f"the limit is {self.max_bytes} bytes")
+            return message
+
+        await self.app(scope, counting_receive, send)

@@ -1,0 +1,72 @@
+"""Settings base shared by every service.
+
+Each service subclasses :class:`ServiceSettings` with its own ``env_prefix``
+(``SWEETSLICE_<NAME>_``).
+Secrets ship with development defaults so ``make up`` works on a fresh clone; anywhere else
+those defaults are refused, because a shared well-known secret is no secret.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Self
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_INTERNAL_TOKEN = "sweetslice-dev-internal-token"  # noqa: S105 - refused outside development
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    environment: Literal["development", "production"] = "development"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    data_dir: Path = Path(".run")
+    database_url: str = ""
+    database_pool_size: int = Field(default=10, ge=1)
+    sqlite_synchronous: Literal["OFF", "NORMAL", "FULL"] = "NORMAL"
+    nats_url: str = "nats://127.0.0.1:4222"
+    user_url: str = "http://127.0.0.1:8101"
+    internal_token: SecretStr = SecretStr(DEV_INTERNAL_TOKEN)
+    jwt_issuer: str = "sweetslice-user"
+    jwt_audience: str = "sweetslice"
+    jwt_leeway_seconds: int = Field(default=60, ge=0, le=600)
+    http_timeout_seconds: float = Field(default=5.0, gt=0)
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    # Subclasses name their service; it picks the default SQLite file and labels logs and metrics.
+    service_name: str = "service"
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_defaults(self) -> Self:
+        if self.environment != "development":
+            unsafe = self.unsafe_defaults()
+            if unsafe:
+                raise ValueError(
+                    "development defaults are not allowed when environment="
+                    f"{self.environment}: set {', '.join(sorted(unsafe))}"
+                )
+        return self
+
+    def unsafe_defaults(self) -> list[str]:
+        """Names of settings still holding a development-only value; subclasses extend it."""
+        unsafe = []
+        if self.internal_token.get_secret_value() == DEV_INTERNAL_TOKEN:
+            unsafe.append("internal_token")
+        if not self.database_url:
+            unsafe.append("database_url")
+        return unsafe
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.data_dir / self.service_name / 'db.sqlite3'}"
+
+    @property
+    def service_data_dir(self) -> Path:
+        return self.data_dir / self.service_name
