@@ -131,6 +131,14 @@ async def test_problem_details_for_every_error(tmp_path: object) -> None:
         assert huge.status_code == 413
         assert huge.headers["content-type"] == "application/problem+json"
 
+        nul_path = await client.get("/things/%00")
+        assert nul_path.status_code == 404
+        assert nul_path.headers["content-type"] == "application/problem+json"
+        nul_query = await client.get("/livez", params={"q": "a\x00b"})
+        assert nul_query.status_code == 422
+        nul_body = await client.post("/things", json={"name": "a\x00b"})
+        assert nul_body.status_code == 422
+
         live = await client.get("/livez")
         assert live.json() == {"status": "ok"}
         ready = await client.get("/readyz")

@@ -29,7 +29,7 @@ from shopkit.http import ServiceClient, new_client_session
 from shopkit.logs import configure_logging
 from shopkit.messaging import Broker, OutboxRelay
 from shopkit.migrations import migrate
-from shopkit.observability import BodyLimitMiddleware, RequestContextMiddleware
+from shopkit.observability import RequestContextMiddleware, RequestGuardMiddleware
 from shopkit.settings import ServiceSettings
 
 log = logging.getLogger("shopkit.app")
@@ -152,7 +152,7 @@ def create_service_app(
         redoc_url=None,
     )
     install_problem_handlers(app)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestGuardMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware, service=settings.service_name)
     app.include_router(health_router)
     for router in routers:

@@ -8,6 +8,7 @@ response is sent, so state and outbox rows land together or not at all.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -55,14 +56,20 @@ class Database:
         else:
             kwargs.update(pool_size=pool_size, max_overflow=pool_size)
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
+        # Reads get their own engine on SQLite: a deferred BEGIN takes no lock, so GET requests
+        # never queue behind writers (WAL gives them a consistent snapshot).
+        self.read_engine: AsyncEngine = self.engine
         if self.is_sqlite:
-            _configure_sqlite(self.engine, sqlite_synchronous)
+            _configure_sqlite(self.engine, sqlite_synchronous, begin="BEGIN IMMEDIATE")
+            self.read_engine = create_async_engine(self.url, **kwargs)
+            _configure_sqlite(self.read_engine, sqlite_synchronous, begin="BEGIN")
         # A session class of our own, so session events (the outbox relay's wake-up) can be
         # listened to for this database only.
         self.sync_session_class: type[Session] = type("ServiceSession", (Session,), {})
         self.sessionmaker = async_sessionmaker(
             self.engine, expire_on_commit=False, sync_session_class=self.sync_session_class
         )
+        self.read_sessionmaker = async_sessionmaker(self.read_engine, expire_on_commit=False)
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
@@ -87,6 +94,8 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        if self.read_engine is not self.engine:
+            await self.read_engine.dispose()
 
 
 def database_unavailable() -> ServiceUnavailable:
@@ -94,7 +103,7 @@ def database_unavailable() -> ServiceUnavailable:
     return ServiceUnavailable("the database is temporarily unavailable", retry_after=1)
 
 
-def _configure_sqlite(engine: AsyncEngine, synchronous: str) -> None:
+def _configure_sqlite(engine: AsyncEngine, synchronous: str, *, begin: str) -> None:
     # pysqlite's own transaction handling defers BEGIN and never takes the write lock up front:
     # two concurrent writers then fail with "database is locked" instead of waiting. Taking the
     # lock with BEGIN IMMEDIATE makes writers queue on busy_timeout, which is what we want.
@@ -102,15 +111,24 @@ def _configure_sqlite(engine: AsyncEngine, synchronous: str) -> None:
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None
         cursor = dbapi_conn.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute("PRAGMA busy_timeout=5000")
+        # Switching a fresh file to WAL fails at once ("database is locked"), without waiting on
+        # busy_timeout, when another process or connection does it at the same moment.
+        for attempt in range(50):
+            try:
+                cursor.execute("PRAGMA journal_mode=WAL")
+                break
+            except Exception as exc:  # the driver adapter may wrap sqlite3's error type
+                if attempt == 49 or "locked" not in str(exc):
+                    raise
+                time.sleep(0.05)
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        conn.exec_driver_sql(begin)
 
 
 class UtcDateTime(TypeDecorator[datetime]):

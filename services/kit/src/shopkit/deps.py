@@ -15,7 +15,10 @@ from shopkit.db import Database, database_unavailable
 
 async def _session(request: Request) -> AsyncIterator[AsyncSession]:
     db: Database = request.app.state.db
-    async with db.sessionmaker() as session:
+    # Safe methods only read (HTTP semantics); they get the lock-free read session on SQLite.
+    read_only = request.method in {"GET", "HEAD"}
+    factory = db.read_sessionmaker if read_only else db.sessionmaker
+    async with factory() as session:
         try:
             yield session
             # The one commit of the request, before the response is sent (scope="function"):

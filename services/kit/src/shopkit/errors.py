@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
@@ -30,11 +31,11 @@ def problem(
     extra: Mapping[str, Any] | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> ProblemResponse:
-    body: dict[str, Any] = {"type": PROBLEM_BASE + slug, "title": title, "status": status}
+    # Extension members never overwrite the standard ones (RFC 9457 section 3.2).
+    body: dict[str, Any] = dict(extra or {})
+    body.update(type=PROBLEM_BASE + slug, title=title, status=status)
     if detail:
         body["detail"] = detail
-    if extra:
-        body.update(extra)
     return ProblemResponse(body, status_code=status, headers=dict(headers or {}))
 
 
@@ -58,24 +59,13 @@ class DomainError(Exception):
         self.headers = dict(headers or {})
 
     def to_response(self) -> ProblemResponse:
-        return problem(
-            self.status,
-            self.slug,
-            self.title,
-            self.detail,
-            extra=self.extra,
-            headers=self.headers,
-        )
+        return ProblemResponse(self.to_body(), status_code=self.status, headers=self.headers)
 
     def to_body(self) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "type": PROBLEM_BASE + self.slug,
-            "title": self.title,
-            "status": self.status,
-        }
+        body: dict[str, Any] = dict(self.extra)
+        body.update(type=PROBLEM_BASE + self.slug, title=self.title, status=self.status)
         if self.detail:
             body["detail"] = self.detail
-        body.update(self.extra)
         return body
 
 
@@ -166,6 +156,11 @@ def install_problem_handlers(app: FastAPI) -> None:
             headers=exc.headers,
         )
 
+    async def on_data_error(_: Request, exc: Exception) -> Response:
+        # The database refused a value the schema let through (a NUL byte in PostgreSQL text,
+        # a number out of a column's range): the client's input, so 422, never 500.
+        return problem(422, "invalid-value", "A value in the request cannot be stored")
+
     async def on_unexpected(_: Request, exc: Exception) -> Response:
         log.exception("unhandled error", exc_info=exc)
         return problem(500, "internal-error", "Internal error")
@@ -173,4 +168,5 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(DomainError, on_domain_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(DataError, on_data_error)
     app.add_exception_handler(Exception, on_unexpected)

@@ -251,6 +251,7 @@ async def consume(
     """Run a durable pull consumer forever: ack after the handler succeeds, nak with backoff when
     it fails, and terminate messages that can never succeed (not an event, or out of attempts)."""
     while True:
+        sub: JetStreamContext.PullSubscription | None = None
         try:
             js = await broker.jetstream()
             sub = await js.pull_subscribe(
@@ -260,6 +261,7 @@ async def consume(
                 config=ConsumerConfig(ack_wait=ack_wait, max_deliver=max_deliver),
             )
             while True:
+                _stop_if_cancelled()
                 try:
                     msgs = await sub.fetch(batch=16, timeout=1)
                 except NatsTimeoutError:
@@ -269,8 +271,24 @@ async def consume(
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            _stop_if_cancelled()
             log.warning("consumer %s: %s", durable, exc)
             await asyncio.sleep(1.0)
+        finally:
+            # Left subscribed, replies still queued for it make Broker.close()'s drain wait its
+            # full timeout (30 s) at every shutdown; unacked messages are redelivered anyway.
+            if sub is not None:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+
+
+def _stop_if_cancelled() -> None:
+    # On Python 3.11 a cancellation can be swallowed when it races a reply (asyncio.wait_for,
+    # nats-py's next_msg); the request stays recorded, and honouring it here keeps shutdown from
+    # waiting on this loop forever.
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 async def _deliver(msg: Msg, handler: Handler, max_deliver: int) -> None:

@@ -21,7 +21,7 @@ from prometheus_client import (
 from prometheus_client import multiprocess as prom_multiprocess
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shopkit.errors import PayloadTooLarge
+from shopkit.errors import DomainError, NotFound, PayloadTooLarge, Unprocessable
 from shopkit.logs import accept_request_id, request_id_var
 
 log = logging.getLogger("shopkit.access")
@@ -103,9 +103,13 @@ class RequestContextMiddleware:
             request_id_var.reset(token)
 
 
-class BodyLimitMiddleware:
-    """Refuses bodies over ``max_bytes``: at once when Content-Length says so, otherwise as soon
-    as the streamed body passes the limit (the route's read then fails with a 413 problem)."""
+class RequestGuardMiddleware:
+    """Cheap checks before any route runs.
+
+    Bodies over ``max_bytes`` are refused at once when Content-Length says so, otherwise as soon
+    as the streamed body passes the limit. NUL characters in the path or query are refused too:
+    PostgreSQL cannot store them in text, and no legitimate id or search term contains one.
+    """
 
     def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
         self.app = app
@@ -115,14 +119,19 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        refusal: DomainError | None = None
+        if "\x00" in scope["path"]:
+            refusal = NotFound("no such resource")
+        elif b"%00" in scope["query_string"] or b"\x00" in scope["query_string"]:
+            refusal = Unprocessable("the query string contains a NUL character")
         for name, value in scope["headers"]:
             if name == b"content-length":
                 if not value.isdigit() or int(value) > self.max_bytes:
-                    await PayloadTooLarge(f"the limit is {self.max_bytes} bytes").to_response()(
-                        scope, receive, send
-                    )
-                    return
+                    refusal = PayloadTooLarge(f"the limit is {self.max_bytes} bytes")
                 break
+        if refusal is not None:
+            await refusal.to_response()(scope, receive, send)
+            return
         seen = 0
 
         async def counting_receive() -> Message:

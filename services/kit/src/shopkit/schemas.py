@@ -7,7 +7,7 @@ import binascii
 import json
 from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from shopkit.errors import Unprocessable
 
@@ -16,6 +16,14 @@ class StrictModel(BaseModel):
     """Request bodies: unknown fields are rejected (API.md), so mass assignment cannot sneak in."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        # PostgreSQL text cannot hold NUL; refusing it here keeps SQLite and PostgreSQL alike.
+        if isinstance(value, str) and "\x00" in value:
+            raise ValueError("must not contain NUL characters")
+        return value
 
 
 class Money(StrictModel):

@@ -1,0 +1,1 @@
+"""Typed clients for the services this one calls."""

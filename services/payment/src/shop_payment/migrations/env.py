@@ -1,0 +1,4 @@
+from shop_payment.models import Base
+from shopkit.migrations import run_env
+
+run_env(Base.metadata)
