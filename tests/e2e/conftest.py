@@ -54,6 +54,11 @@ def platform(
                 "SWEETSLICE_NOTIFICATION_SMTP_HOST": "127.0.0.1",
                 "SWEETSLICE_NOTIFICATION_SMTP_PORT": str(smtp.port),
             },
+            # One client address drives the whole suite; the limiter has its own tests.
+            "gateway": {
+                "SWEETSLICE_GATEWAY_RATE_LIMIT_PER_SECOND": "10000",
+                "SWEETSLICE_GATEWAY_RATE_LIMIT_BURST": "10000",
+            },
             "order": {
                 "SWEETSLICE_ORDER_RECOVERY_INTERVAL_SECONDS": "1",
                 "SWEETSLICE_ORDER_SAGA_TIMEOUT_SECONDS": "10",
