@@ -3,7 +3,7 @@ server, and the REAL product service behind uvicorn on a loopback port as the ca
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -11,14 +11,13 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from shop_cart.app import create_app
 from shop_cart.settings import CartSettings
 from shop_product.app import create_app as create_product_app
 from shop_product.settings import ProductSettings
 from shopkit.http import INTERNAL_TOKEN_HEADER
-from shopkit.testing import TokenFactory, free_port, running_app, serve_jwks
+from shopkit.testing import TokenFactory, free_port, running_app, serve_app, serve_jwks
 from sqlalchemy import text
 
 INTERNAL_TOKEN = "cart-tests-internal-token"
@@ -32,31 +31,16 @@ class ProductPeer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._admin = admin
-        self._server: uvicorn.Server | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._stack: contextlib.AsyncExitStack | None = None
 
     async def start(self) -> None:
-        config = uvicorn.Config(
-            self.app,
-            host="127.0.0.1",
-            port=self.port,
-            log_config=None,
-            access_log=False,
-            ws="none",
-        )
-        self._server = uvicorn.Server(config)
-        self._task = asyncio.create_task(self._server.serve())
-        for _ in range(500):
-            if self._server.started or self._task.done():
-                break
-            await asyncio.sleep(0.01)
-        assert self._server.started, "the product service did not start"
+        self._stack = contextlib.AsyncExitStack()
+        await self._stack.enter_async_context(serve_app(self.app, port=self.port))
 
     async def stop(self) -> None:
-        if self._server is not None and self._task is not None:
-            self._server.should_exit = True
-            await self._task
-        self._server = self._task = None
+        if self._stack is not None:
+            await self._stack.aclose()
+        self._stack = None
 
     async def add(self, name: str = "Sourdough Loaf", price: int = 650) -> str:
         body = {

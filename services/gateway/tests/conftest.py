@@ -18,11 +18,10 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from aiohttp import web
 from shop_gateway.app import Gateway, create_app
 from shop_gateway.settings import UPSTREAMS, GatewaySettings
-from shopkit.testing import TokenFactory, free_port
+from shopkit.testing import TokenFactory, free_port, serve_app
 
 BIG_BODY = random.Random(7).randbytes(5 * 1024 * 1024)
 TRICKLE_PAUSE = 0.6
@@ -168,32 +167,17 @@ async def serve_upstream(upstream: TestUpstream, tokens: TokenFactory) -> AsyncI
 @contextlib.asynccontextmanager
 async def serve_gateway(app: Gateway) -> AsyncIterator[str]:
     """The gateway under a real uvicorn on loopback, the way it runs in production."""
-    config = uvicorn.Config(
+    async with serve_app(
         app,
-        host="127.0.0.1",
         port=app.settings.port,
         lifespan="on",
         http="httptools",
-        ws="none",
         # As shopkit.server.serve runs it: the gateway is the edge and trusts no forwarding headers.
         proxy_headers=False,
         server_header=False,
-        log_config=None,
-        access_log=False,
         timeout_graceful_shutdown=1,
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-            raise RuntimeError("the gateway did not start")
-        await asyncio.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{app.settings.port}"
-    finally:
-        server.should_exit = True
-        await task
+    ) as url:
+        yield url
 
 
 @pytest.fixture

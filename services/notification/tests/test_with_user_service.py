@@ -6,7 +6,6 @@ reaches it over real HTTP (its internal route and its JWKS), as it does when dep
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,11 +13,10 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from shop_notification.app import create_app
 from shop_user.app import create_app as create_user_app
 from shop_user.settings import UserSettings
-from shopkit.testing import eventually, free_port
+from shopkit.testing import eventually, serve_app
 
 WAIT = 30.0
 
@@ -32,27 +30,8 @@ async def user_service(tmp_path: Path) -> AsyncIterator[str]:
         argon2_time_cost=1,
         argon2_memory_cost_kib=8,
     )
-    port = free_port()
-    config = uvicorn.Config(
-        create_user_app(settings),
-        host="127.0.0.1",
-        port=port,
-        loop="asyncio",
-        http="h11",
-        ws="none",
-        lifespan="on",
-        log_config=None,
-        access_log=False,
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    started = await eventually(lambda: _value(server.started), timeout=WAIT)
-    assert started, "the user service did not start"
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, timeout=WAIT)
+    async with serve_app(create_user_app(settings)) as url:
+        yield url
 
 
 async def test_a_real_account_gets_the_email_and_sees_it_listed(

@@ -7,7 +7,6 @@ lifespan, so its outbox relay and recovery loop run too) and reaches its peers o
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import itertools
 import time
@@ -21,7 +20,6 @@ import aiohttp
 import httpx
 import jwt
 import pytest
-import uvicorn
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from fastapi import FastAPI
@@ -30,7 +28,7 @@ from shop_order.models import Order, outbox
 from shop_order.settings import OrderSettings
 from shopkit.db import Database
 from shopkit.http import INTERNAL_TOKEN_HEADER
-from shopkit.testing import free_port, nats_server, running_app
+from shopkit.testing import free_port, nats_server, running_app, serve_app
 from sqlalchemy import select
 
 INTERNAL_TOKEN = "order-tests-internal-token"
@@ -49,27 +47,6 @@ _sku = itertools.count(1)
 
 def checkout_body(token: str = "tok_visa", **address: str) -> dict[str, Any]:
     return {"payment_token": token, "shipping_address": {**ADDRESS, **address}}
-
-
-@contextlib.asynccontextmanager
-async def serve(app: FastAPI) -> AsyncIterator[str]:
-    """The app behind a real uvicorn server on a free loopback port; yields its base URL."""
-    port = free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_config=None, access_log=False, ws="none"
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-            raise RuntimeError("uvicorn stopped before it started")
-        await asyncio.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
 
 
 class FaultProxy:
@@ -322,23 +299,23 @@ async def platform(tmp_path: Path) -> AsyncIterator[Platform]:
                     "argon2_memory_cost_kib": 64,
                 }
             )
-            p.user_url = await stack.enter_async_context(serve(create_user_app(user_settings)))
+            p.user_url = await stack.enter_async_context(serve_app(create_user_app(user_settings)))
             product_settings = ProductSettings.model_validate(
                 {**p.common("product"), "user_url": p.user_url, "seed_catalog": False}
             )
             p.product_url = await stack.enter_async_context(
-                serve(create_product_app(product_settings))
+                serve_app(create_product_app(product_settings))
             )
             payment_settings = PaymentSettings.model_validate(
                 {**p.common("payment"), "user_url": p.user_url}
             )
             p.payment_url = await stack.enter_async_context(
-                serve(create_payment_app(payment_settings))
+                serve_app(create_payment_app(payment_settings))
             )
             cart_settings = CartSettings.model_validate(
                 {**p.common("cart"), "user_url": p.user_url, "product_url": p.product_url}
             )
-            p.cart_url = await stack.enter_async_context(serve(create_cart_app(cart_settings)))
+            p.cart_url = await stack.enter_async_context(serve_app(create_cart_app(cart_settings)))
             p.admin_headers = await p.login(ADMIN_EMAIL, ADMIN_PASSWORD)
             yield p
 

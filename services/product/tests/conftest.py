@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -10,11 +9,10 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from shop_product.app import create_app
 from shop_product.settings import ProductSettings
-from shopkit.testing import TokenFactory, free_port, running_app, serve_jwks
+from shopkit.testing import TokenFactory, running_app, serve_app, serve_jwks
 from sqlalchemy import text
 
 MakeSettings = Callable[..., ProductSettings]
@@ -147,32 +145,6 @@ async def shop(
     return Shop(app, client, tokens, settings)
 
 
-@contextlib.asynccontextmanager
-async def served(app: FastAPI) -> AsyncIterator[str]:
-    """The app behind a real uvicorn server on a loopback port; yields its base URL."""
-    port = free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_config=None, access_log=False, ws="none"
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        for _ in range(1000):
-            if server.started or task.done():
-                break
-            await asyncio.sleep(0.01)
-        if not server.started:
-            raise AssertionError("uvicorn did not start")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        try:
-            await task
-        except SystemExit as exc:
-            # uvicorn reports a failed startup with sys.exit(3); keep it from ending the test run.
-            raise AssertionError(f"uvicorn exited with {exc.code}") from None
-
-
 @pytest.fixture
 def serve() -> Callable[[FastAPI], contextlib.AbstractAsyncContextManager[str]]:
-    return served
+    return serve_app

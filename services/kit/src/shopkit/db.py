@@ -72,9 +72,11 @@ class Database:
         self.read_sessionmaker = async_sessionmaker(self.read_engine, expire_on_commit=False)
 
     @asynccontextmanager
-    async def session(self) -> AsyncIterator[AsyncSession]:
-        """A unit of work: commits on success, rolls back on error."""
-        async with self.sessionmaker() as session:
+    async def session(self, *, read_only: bool = False) -> AsyncIterator[AsyncSession]:
+        """A unit of work: commits on success, rolls back on error. ``read_only`` sessions take
+        no lock on SQLite; they may still write, at the risk of a busy error under contention."""
+        factory = self.read_sessionmaker if read_only else self.sessionmaker
+        async with factory() as session:
             try:
                 yield session
                 await session.commit()

@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import jwt
+import uvicorn
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import FastAPI
@@ -30,6 +31,7 @@ __all__ = [
     "free_port",
     "nats_server",
     "running_app",
+    "serve_app",
     "serve_jwks",
 ]
 
@@ -101,6 +103,36 @@ async def running_app(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://service") as client:
             yield client
+
+
+@contextlib.asynccontextmanager
+async def serve_app(app: Any, *, port: int | None = None, **options: Any) -> AsyncIterator[str]:
+    """An ASGI app behind a real uvicorn server on loopback, in this event loop; yields its URL.
+
+    ``options`` go to ``uvicorn.Config`` (the gateway's tests pass the production ones)."""
+    port = port or free_port()
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        **{"log_config": None, "access_log": False, "ws": "none", **options},
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            try:
+                task.result()
+            except SystemExit as exc:
+                # uvicorn reports a failed startup with sys.exit(); keep it from ending the run.
+                raise RuntimeError(f"uvicorn exited with {exc.code}") from None
+            raise RuntimeError("uvicorn stopped before it started")
+        await asyncio.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
 
 
 @contextlib.contextmanager
