@@ -56,6 +56,7 @@ async def test_history_is_newest_first_and_private(
         assert mine.status_code == 200
         assert mine.json() == order | {"updated_at": mine.json()["updated_at"]}
         assert_problem(await client.get(f"/api/v1/orders/{order['id']}", headers=bob.headers), 404)
+        assert_problem(await client.get(f"/api/v1/orders/{order['id']}"), 401)
         assert_problem(
             await client.post(f"/api/v1/orders/{order['id']}/cancel", headers=bob.headers), 404
         )

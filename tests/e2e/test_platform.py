@@ -39,7 +39,8 @@ async def test_internal_routes_are_not_reachable_through_the_gateway(
 ) -> None:
     for path in (
         "/internal/orders/audit",
-        "/api/v1/../internal/ledger",
+        "/api/v1/%2e%2e/internal/ledger",
+        "/api/v1/products/%2E%2E/%2E%2E/internal/stock-audit",
         "/.well-known/jwks.json",
         "/api/v1/internal/stock-audit",
         "/api/v2/products",

@@ -1,12 +1,21 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 from fastapi import APIRouter
 from pydantic import SecretStr, ValidationError
 from pydantic_settings import SettingsConfigDict
 from shopkit.app import create_service_app
 from shopkit.errors import Conflict, ServiceUnavailable, Unprocessable
-from shopkit.schemas import Money, StrictModel, decode_cursor, encode_cursor
+from shopkit.schemas import (
+    Money,
+    StrictModel,
+    decode_cursor,
+    decode_time_cursor,
+    encode_cursor,
+    encode_time_cursor,
+)
 from shopkit.settings import ServiceSettings
 from shopkit.testing import running_app
 
@@ -148,3 +157,17 @@ async def test_problem_details_for_every_error(tmp_path: object) -> None:
         metrics = await client.get("/metrics")
         assert 'route="/things"' in metrics.text
         assert "/nowhere" not in metrics.text
+
+
+def test_time_cursors() -> None:
+    moment = datetime(2026, 11, 25, 14, 0, tzinfo=UTC)
+    assert decode_time_cursor(encode_time_cursor(moment, "abc")) == (moment, "abc")
+    crafted = [
+        encode_cursor({"created_at": "0001-01-01T00:00:00+05:00", "id": "x"}),  # overflows
+        encode_cursor({"created_at": "2026-11-25T14:00:00", "id": "x"}),  # no time zone
+        encode_cursor({"created_at": "yesterday", "id": "x"}),
+        encode_cursor({"created_at": 5, "id": "x"}),
+    ]
+    for cursor in crafted:
+        with pytest.raises(Unprocessable):
+            decode_time_cursor(cursor)

@@ -353,6 +353,11 @@ class OrderApi:
         assert order is not None
         return order
 
+    async def payment_token_of(self, order_id: str) -> str:
+        async with self.db.session() as session:
+            token = await session.scalar(select(Order.payment_token).where(Order.id == order_id))
+        return str(token)
+
     async def outbox_rows(self) -> list[dict[str, Any]]:
         async with self.db.session() as session:
             rows = (await session.execute(select(outbox))).mappings().all()

@@ -52,6 +52,8 @@ async def test_success_confirms_charges_once_and_publishes(
     assert ledger["orders"][order["id"]]["charged"] == 1700
     # the cart was emptied
     assert await platform.cart_lines(customer) == {}
+    # the payment credential is not kept once the charge is done
+    assert await orders.payment_token_of(order["id"]) == ""
     # the order.confirmed event is in the outbox and reaches the real broker
     events = await orders.outbox_rows()
     assert [e["subject"] for e in events] == ["order.confirmed"]

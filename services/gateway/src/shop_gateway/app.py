@@ -12,11 +12,10 @@ import logging
 import random
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import aiohttp
 from prometheus_client import Counter, Histogram
-from shopkit.auth import TokenVerifier
+from shopkit.auth import TokenVerifier, remote_jwks
 from shopkit.discovery import StaticDiscovery
 from shopkit.errors import Unauthorized
 from shopkit.health import Check, run_checks
@@ -36,7 +35,6 @@ from shop_gateway.settings import UPSTREAMS, GatewaySettings
 
 log = logging.getLogger("shop_gateway")
 
-JWKS_PATH = "/.well-known/jwks.json"
 OPENAPI_PATH = "/api/v1/openapi.json"
 LIVEZ_TIMEOUT_SECONDS = 2.0
 _KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -205,19 +203,8 @@ class Gateway:
         configure_logging(settings.service_name, settings.log_level, json_lines=settings.log_json)
         session = new_upstream_session(settings.upstream_connections_per_host, len(UPSTREAMS))
         discovery = StaticDiscovery(settings.upstream_urls())
-        jwks_timeout = aiohttp.ClientTimeout(total=settings.http_timeout_seconds)
-
-        async def fetch_jwks() -> dict[str, Any]:
-            base = await discovery.resolve("user")
-            async with session.get(base + JWKS_PATH, timeout=jwks_timeout) as resp:
-                resp.raise_for_status()
-                body = await resp.json(content_type=None)
-            if not isinstance(body, dict):
-                raise ValueError("JWKS is not an object")
-            return body
-
         verifier = TokenVerifier(
-            fetch_jwks,
+            remote_jwks(session, discovery, timeout=settings.http_timeout_seconds),
             issuer=settings.jwt_issuer,
             audience=settings.jwt_audience,
             leeway=settings.jwt_leeway_seconds,
@@ -228,7 +215,7 @@ class Gateway:
             # Not fatal: /readyz reports it and the first token check tries again.
             log.warning("signing keys not available yet: %s", type(exc).__name__)
 
-        checks: dict[str, Check] = {"jwks": _jwks_check(verifier)}
+        checks: dict[str, Check] = {"jwks": verifier.check}
         livez_timeout = aiohttp.ClientTimeout(total=LIVEZ_TIMEOUT_SECONDS)
         for name in settings.ready_upstreams:
             checks[name] = _livez_check(session, discovery, name, livez_timeout)
@@ -429,16 +416,6 @@ async def _not_found(send: Send, request_id: bytes, cors: list[tuple[bytes, byte
     await send_problem(
         send, 404, "not-found", "Not found", "no such route", request_id=request_id, extra=cors
     )
-
-
-def _jwks_check(verifier: TokenVerifier) -> Check:
-    async def check() -> None:
-        if not verifier.ready:
-            await verifier.refresh(force=True)
-        if not verifier.ready:
-            raise LookupError("no signing keys yet")
-
-    return check
 
 
 def _livez_check(

@@ -19,7 +19,7 @@ import aiohttp
 from fastapi import APIRouter, FastAPI
 from sqlalchemy import Table
 
-from shopkit.auth import TokenVerifier
+from shopkit.auth import TokenVerifier, remote_jwks
 from shopkit.db import Database
 from shopkit.discovery import Discovery, StaticDiscovery
 from shopkit.errors import install_problem_handlers
@@ -35,7 +35,6 @@ from shopkit.settings import ServiceSettings
 log = logging.getLogger("shopkit.app")
 
 C = TypeVar("C", bound=ServiceClient)
-JWKS_PATH = "/.well-known/jwks.json"
 
 
 @dataclass
@@ -112,9 +111,13 @@ def create_service_app(
                 leeway=settings.jwt_leeway_seconds,
             ),
         )
-        fetch_jwks = jwks(runtime) if jwks else _remote_jwks(runtime)
+        fetch_jwks = (
+            jwks(runtime)
+            if jwks
+            else remote_jwks(http, discovery, timeout=settings.http_timeout_seconds)
+        )
         runtime.checks["database"] = db.ping
-        runtime.checks["jwks"] = _jwks_check(runtime.verifier)
+        runtime.checks["jwks"] = runtime.verifier.check
         if use_broker or outbox is not None:
             runtime.broker = Broker(settings.nats_url, name=settings.service_name)
             await runtime.broker.start()
@@ -158,27 +161,3 @@ def create_service_app(
     for router in routers:
         app.include_router(router)
     return app
-
-
-def _remote_jwks(runtime: Runtime) -> Callable[[], Coroutine[Any, Any, dict[str, Any]]]:
-    async def fetch() -> dict[str, Any]:
-        url = runtime.settings.user_url.rstrip("/") + JWKS_PATH
-        timeout = aiohttp.ClientTimeout(total=runtime.settings.http_timeout_seconds)
-        async with runtime.http.get(url, timeout=timeout) as resp:
-            resp.raise_for_status()
-            body = await resp.json()
-        if not isinstance(body, dict):
-            raise ValueError("JWKS is not an object")
-        return body
-
-    return fetch
-
-
-def _jwks_check(verifier: TokenVerifier) -> Check:
-    async def check() -> None:
-        if not verifier.ready:
-            await verifier.refresh(force=True)
-        if not verifier.ready:
-            raise LookupError("no signing keys yet")
-
-    return check

@@ -16,15 +16,18 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+import aiohttp
 import jwt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from fastapi import Depends, Request
 
+from shopkit.discovery import Discovery
 from shopkit.errors import Forbidden, Unauthorized
 from shopkit.http import INTERNAL_TOKEN_HEADER
 
 ALGORITHM = "EdDSA"
+JWKS_PATH = "/.well-known/jwks.json"
 
 JwksFetcher = Callable[[], Awaitable[dict[str, Any]]]
 
@@ -77,6 +80,13 @@ class TokenVerifier:
             if keys:
                 self._keys = keys
 
+    async def check(self) -> None:
+        """Readiness: the signing keys are loaded (fetched now if they are not yet)."""
+        if not self.ready:
+            await self.refresh(force=True)
+        if not self.ready:
+            raise LookupError("no signing keys yet")
+
     async def verify(self, token: str) -> Principal:
         try:
             header = jwt.get_unverified_header(token)
@@ -110,6 +120,24 @@ class TokenVerifier:
         if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
             raise Unauthorized("token is not valid")
         return Principal(user_id=str(claims["sub"]), email=str(email), roles=tuple(roles))
+
+
+def remote_jwks(
+    session: aiohttp.ClientSession, discovery: Discovery, *, timeout: float
+) -> JwksFetcher:
+    """Fetches the user service's published keys (wherever discovery says it lives)."""
+    budget = aiohttp.ClientTimeout(total=timeout)
+
+    async def fetch() -> dict[str, Any]:
+        base = await discovery.resolve("user")
+        async with session.get(base + JWKS_PATH, timeout=budget) as resp:
+            resp.raise_for_status()
+            body = await resp.json(content_type=None)
+        if not isinstance(body, dict):
+            raise ValueError("JWKS is not an object")
+        return body
+
+    return fetch
 
 
 def public_jwk(key: Ed25519PrivateKey, kid: str) -> dict[str, str]:

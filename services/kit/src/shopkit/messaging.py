@@ -46,9 +46,13 @@ class Event:
     type: str
     occurred_at: str
     data: dict[str, Any]
+    # Which delivery of the message this is, and whether it is the last one the consumer will
+    # get: a handler that cannot finish on its last delivery must settle the event itself.
+    delivery: int = 1
+    last_delivery: bool = False
 
     @classmethod
-    def parse(cls, raw: bytes) -> Event:
+    def parse(cls, raw: bytes, *, delivery: int = 1, last_delivery: bool = False) -> Event:
         doc = json.loads(raw)
         if not isinstance(doc, dict) or not isinstance(doc.get("data"), dict):
             raise ValueError("event envelope must be an object with a data object")
@@ -57,6 +61,8 @@ class Event:
             type=str(doc["type"]),
             occurred_at=str(doc["occurred_at"]),
             data=doc["data"],
+            delivery=delivery,
+            last_delivery=last_delivery,
         )
 
 
@@ -292,17 +298,20 @@ def _stop_if_cancelled() -> None:
 
 
 async def _deliver(msg: Msg, handler: Handler, max_deliver: int) -> None:
+    attempt = msg.metadata.num_delivered or 1
     try:
-        event = Event.parse(msg.data)
+        event = Event.parse(msg.data, delivery=attempt, last_delivery=attempt >= max_deliver)
     except (ValueError, KeyError) as exc:
         log.error("dropping a message that is not an event on %s: %s", msg.subject, exc)
         await msg.term()
         return
+    # Messages of a batch are handled one after another: restart the ack timer so the later
+    # ones are not redelivered while they wait their turn.
+    await msg.in_progress()
     try:
         await handler(event)
     except Exception as exc:
-        attempt = msg.metadata.num_delivered or 1
-        if attempt >= max_deliver:
+        if event.last_delivery:
             log.error("giving up on event %s after %d attempts: %s", event.id, attempt, exc)
             await msg.term()
         else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from datetime import UTC, datetime
 from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -27,7 +28,7 @@ class StrictModel(BaseModel):
 
 
 class Money(StrictModel):
-    amount: int = Field(strict=True, ge=0, le=10**12, description="minor units (cents)")
+    amount: int = Field(strict=True, ge=0, le=10**15, description="minor units (cents)")
     currency: Literal["USD"] = "USD"
 
 
@@ -54,6 +55,27 @@ def decode_cursor(cursor: str, keys: set[str]) -> dict[str, Any]:
     if not isinstance(position, dict) or set(position) != keys:
         raise invalid_cursor()
     return position
+
+
+def encode_time_cursor(created_at: datetime, item_id: str) -> str:
+    """Cursor of a newest-first list keyed on (created_at, id)."""
+    return encode_cursor({"created_at": created_at.isoformat(), "id": item_id})
+
+
+def decode_time_cursor(cursor: str) -> tuple[datetime, str]:
+    """Inverse of :func:`encode_time_cursor`; an aware UTC time, or 422 for anything else."""
+    position = decode_cursor(cursor, {"created_at", "id"})
+    created_at, item_id = position["created_at"], position["id"]
+    if not isinstance(created_at, str) or not isinstance(item_id, str):
+        raise invalid_cursor()
+    try:
+        moment = datetime.fromisoformat(created_at)
+        if moment.tzinfo is None:
+            raise invalid_cursor()
+        # Year 1 in a positive offset overflows on conversion: a crafted cursor, not a 500.
+        return moment.astimezone(UTC), item_id
+    except (ValueError, OverflowError) as exc:
+        raise invalid_cursor() from exc
 
 
 def invalid_cursor() -> Unprocessable:

@@ -22,7 +22,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import FastAPI
 
-from shopkit.auth import public_jwk
+from shopkit.auth import JWKS_PATH, public_jwk
 from shopkit.launcher import free_port, nats_server_binary
 
 __all__ = [
@@ -83,7 +83,7 @@ async def serve_jwks(tokens: TokenFactory) -> AsyncIterator[str]:
         return web.json_response(tokens.jwks)
 
     app = web.Application()
-    app.router.add_get("/.well-known/jwks.json", jwks)
+    app.router.add_get(JWKS_PATH, jwks)
     runner = web.AppRunner(app)
     await runner.setup()
     port = free_port()

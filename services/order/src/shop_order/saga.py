@@ -138,6 +138,10 @@ class OrderSaga:
                 return None
             if not domain.can_transition((order.status, order.saga_step), to):
                 raise RuntimeError(f"illegal transition {order.saga_step} -> {to[1]}")
+            if order.saga_step == Step.CHARGING.value:
+                # The token is only needed for the request's own charge call (recovery never
+                # charges): keep a payment credential no longer than that.
+                order.payment_token = ""
             order.status, order.saga_step = to[0].value, to[1].value
             order.updated_at = utcnow()
             for name, value in values.items():

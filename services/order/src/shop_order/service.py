@@ -6,9 +6,7 @@ and so cannot run inside a request's single transaction.
 
 from __future__ import annotations
 
-from datetime import datetime
-
-from shopkit.schemas import Money, decode_cursor, encode_cursor, invalid_cursor
+from shopkit.schemas import Money, decode_time_cursor, encode_time_cursor
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shop_order import repository
@@ -23,8 +21,6 @@ from shop_order.schemas import (
     OrderRead,
     ShippingAddress,
 )
-
-CURSOR_KEYS = {"created_at", "id"}
 
 
 def to_read(order: Order) -> OrderRead:
@@ -60,31 +56,17 @@ async def get_order(order_id: str, *, customer_id: str, session: AsyncSession) -
     return to_read(order)
 
 
-def _position(cursor: str) -> tuple[datetime, str]:
-    position = decode_cursor(cursor, CURSOR_KEYS)
-    created_at, order_id = position["created_at"], position["id"]
-    if not isinstance(created_at, str) or not isinstance(order_id, str):
-        raise invalid_cursor()
-    try:
-        when = datetime.fromisoformat(created_at)
-    except ValueError as exc:
-        raise invalid_cursor() from exc
-    if when.tzinfo is None:
-        raise invalid_cursor()
-    return when, order_id
-
-
 async def list_orders(
     *, customer_id: str, limit: int, cursor: str | None, session: AsyncSession
 ) -> OrderPage:
-    before = _position(cursor) if cursor else None
+    before = decode_time_cursor(cursor) if cursor else None
     rows = await repository.page_for_customer(session, customer_id, limit=limit + 1, before=before)
     more = len(rows) > limit
     rows = rows[:limit]
     next_cursor = None
     if more and rows:
         last = rows[-1]
-        next_cursor = encode_cursor({"created_at": last.created_at.isoformat(), "id": last.id})
+        next_cursor = encode_time_cursor(last.created_at, last.id)
     return OrderPage(items=[to_read(o) for o in rows], next_cursor=next_cursor)
 
 

@@ -117,6 +117,11 @@ async def create_refund(
     charge = await repository.charge_by_id(session, body.charge_id, lock=True)
     if charge is None:
         raise ChargeNotFound(f"no charge {body.charge_id!r}")
+    # A racing first request with the same key may have refunded while we waited for the lock
+    # (PostgreSQL, READ COMMITTED): look again under the lock, so it replays instead of a 409.
+    existing = await repository.refund_by_key(session, body.idempotency_key)
+    if existing is not None:
+        return await _replay_refund(existing, digest, session=session)
     if charge.status != "succeeded":
         raise ChargeNotRefundable(f"charge {charge.id} is {charge.status}")
     already = (await repository.refunded_totals(session, [charge.id])).get(charge.id, 0)

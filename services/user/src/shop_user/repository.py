@@ -5,9 +5,9 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 
-from shopkit.db import Database, database_unavailable
+from shopkit.db import Database
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shop_user.models import User, UserRole
@@ -85,15 +85,12 @@ async def set_password_hash(session: AsyncSession, user_id: str, password_hash: 
 async def find_credentials(db: Database, email: str) -> Credentials | None:
     """A login's lookup, in a short read of its own.
 
-    On SQLite every transaction takes the write lock (BEGIN IMMEDIATE); reading inside the
-    request's session would hold that lock through the argon2 check (tens of milliseconds) and
-    serialize all logins and registrations behind it.
+    The request's own session would keep its transaction (and on SQLite a write transaction
+    holds the database lock) through the argon2 check, serializing every login behind it; a
+    read session takes no lock at all.
     """
-    try:
-        async with db.sessionmaker() as session:
-            user = await get_user_by_email(session, email)
-            if user is None:
-                return None
-            return Credentials(user.id, user.email, user.password_hash, user.roles)
-    except OperationalError as exc:
-        raise database_unavailable() from exc
+    async with db.session(read_only=True) as session:
+        user = await get_user_by_email(session, email)
+        if user is None:
+            return None
+        return Credentials(user.id, user.email, user.password_hash, user.roles)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
-from shopkit.auth import CurrentUser, Internal
+from shopkit.auth import JWKS_PATH, CurrentUser, Internal
 from shopkit.deps import SessionDep
 
 from shop_user import service
@@ -49,7 +49,7 @@ async def me(principal: CurrentUser, session: SessionDep) -> UserProfileRead:
     return await service.me(principal, session=session)
 
 
-@keys.get("/.well-known/jwks.json")
+@keys.get(JWKS_PATH)
 async def jwks(response: Response, signer: SignerDep) -> JwksRead:
     """Public keys that verify the access tokens this service signs."""
     response.headers["Cache-Control"] = "public, max-age=300"
