@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import NamedTuple
 
+from shopkit.db import add_unique
 from sqlalchemy import delete, func, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shop_cart.models import Cart, CartLine
@@ -55,13 +55,8 @@ async def ensure_cart(session: AsyncSession, customer_id: str, now: datetime) ->
     """Create the customer's cart row at version 0 unless it exists."""
     if await session.get(Cart, customer_id) is not None:
         return
-    # A savepoint, so two first writes of one customer racing on the primary key leave the
-    # loser's transaction usable: the row it wanted is there either way.
-    try:
-        async with session.begin_nested():
-            session.add(Cart(customer_id=customer_id, version=0, updated_at=now))
-    except IntegrityError:
-        return
+    # Two first writes of one customer may race on the primary key: the row is there either way.
+    await add_unique(session, Cart(customer_id=customer_id, version=0, updated_at=now))
 
 
 async def bump_version(session: AsyncSession, customer_id: str, now: datetime) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import DateTime, TypeDecorator, event, text
 from sqlalchemy.engine import Dialect, make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -150,6 +150,17 @@ class UtcDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+async def add_unique(session: AsyncSession, *rows: object) -> bool:
+    """Insert in a savepoint: False when a unique constraint says the row exists already. Only
+    this insert is undone, so the loser of a race can go on and read the winner's row."""
+    try:
+        async with session.begin_nested():
+            session.add_all(rows)
+    except IntegrityError:
+        return False
+    return True
 
 
 def utcnow() -> datetime:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from shopkit.db import add_unique
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shop_payment.models import Charge, Refund
@@ -60,7 +60,7 @@ async def refunded_totals(session: AsyncSession, charge_ids: Sequence[str]) -> d
 
 async def insert_charge(session: AsyncSession, charge: Charge) -> bool:
     """Add a charge; False when another request inserted the same idempotency key first."""
-    return await _insert_unique(session, charge)
+    return await add_unique(session, charge)
 
 
 async def refund_by_key(session: AsyncSession, key: str) -> Refund | None:
@@ -70,18 +70,7 @@ async def refund_by_key(session: AsyncSession, key: str) -> Refund | None:
 
 async def insert_refund(session: AsyncSession, refund: Refund) -> bool:
     """Add a refund; False when another request inserted the same idempotency key first."""
-    return await _insert_unique(session, refund)
-
-
-async def _insert_unique(session: AsyncSession, row: Charge | Refund) -> bool:
-    # A savepoint, so losing the race on the unique key undoes only this insert and the
-    # request's transaction can go on to read the winner's row.
-    try:
-        async with session.begin_nested():
-            session.add(row)
-    except IntegrityError:
-        return False
-    return True
+    return await add_unique(session, refund)
 
 
 async def ledger_charges(session: AsyncSession) -> dict[str, tuple[int, int]]:

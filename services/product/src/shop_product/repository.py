@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from shopkit.db import utcnow
+from shopkit.db import add_unique, utcnow
 from sqlalchemy import CursorResult, and_, case, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -109,12 +109,7 @@ async def list_categories(session: AsyncSession) -> list[str]:
 
 async def add_product(session: AsyncSession, product: Product) -> bool:
     """Insert; False when the SKU (or id) is already taken, leaving the session usable."""
-    try:
-        async with session.begin_nested():
-            session.add(product)
-    except IntegrityError:
-        return False
-    return True
+    return await add_unique(session, product)
 
 
 def add_new_product(session: AsyncSession, product: Product) -> None:
@@ -221,12 +216,7 @@ async def get_reservation(session: AsyncSession, order_id: str) -> Reservation |
 
 async def insert_reservation(session: AsyncSession, reservation: Reservation) -> bool:
     """Claim the order id; False when another transaction holds it already."""
-    try:
-        async with session.begin_nested():
-            session.add(reservation)
-    except IntegrityError:
-        return False
-    return True
+    return await add_unique(session, reservation)
 
 
 def add_reservation_lines(session: AsyncSession, lines: Sequence[ReservationLine]) -> None:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
-from shopkit.db import Database
+from shopkit.db import Database, add_unique
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shop_user.models import User, UserRole
@@ -55,13 +53,10 @@ async def add_user(
         password_hash=password_hash,
         role_rows=[UserRole(role=role) for role in roles],
     )
-    try:
-        # In a savepoint, so losing a race to a concurrent insert leaves the caller's
-        # transaction usable (the admin bootstrap then carries on with the winner's row).
-        async with session.begin_nested():
-            session.add(user)
-    except IntegrityError as exc:
-        raise DuplicateEmail(email) from exc
+    # Losing a race to a concurrent insert leaves the caller's transaction usable (the admin
+    # bootstrap then carries on with the winner's row).
+    if not await add_unique(session, user):
+        raise DuplicateEmail(email)
     return user
 
 
@@ -69,9 +64,7 @@ async def add_role(session: AsyncSession, user: User, role: str) -> None:
     """Grants ``role``; a concurrent grant of the same role counts as success."""
     if role in user.roles:
         return
-    with contextlib.suppress(IntegrityError):
-        async with session.begin_nested():
-            session.add(UserRole(user_id=user.id, role=role))
+    await add_unique(session, UserRole(user_id=user.id, role=role))
     await session.refresh(user, ["role_rows"])
 
 
