@@ -52,9 +52,17 @@ class SmtpSink:
     def __init__(self) -> None:
         self.port = free_port()
         self.received: list[Received] = []
+        # Recipient -> seconds the server takes before accepting a message for it: a slow relay.
+        self.slow: dict[str, float] = {}
+        # Recipients of the messages whose DATA has reached the server, accepted yet or not.
+        self.data_started: list[str] = []
         self._controller: Controller | None = None
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - the name aiosmtpd calls
+        self.data_started.extend(envelope.rcpt_tos)
+        delay = max((self.slow.get(r, 0.0) for r in envelope.rcpt_tos), default=0.0)
+        if delay:
+            await asyncio.sleep(delay)
         message = message_from_bytes(envelope.content, policy=policy.default)
         assert isinstance(message, EmailMessage)
         self.received.append(Received(list(envelope.rcpt_tos), message))
@@ -80,6 +88,8 @@ class UserStandIn:
     tokens: TokenFactory
     users: dict[str, dict[str, Any]] = field(default_factory=dict)
     available: bool = True
+    # Answer 503 to this many lookups first (then as ``available`` says).
+    unavailable_for: int = 0
     lookups: int = 0
     url: str = ""
 
@@ -95,7 +105,7 @@ class UserStandIn:
         if request.headers.get(INTERNAL_TOKEN_HEADER) != DEV_INTERNAL_TOKEN:
             return web.json_response({"status": 401}, status=401)
         self.lookups += 1
-        if not self.available:
+        if not self.available or self.lookups <= self.unavailable_for:
             return web.json_response({"status": 503}, status=503)
         user = self.users.get(request.match_info["user_id"])
         if user is None:

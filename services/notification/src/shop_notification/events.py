@@ -49,27 +49,79 @@ class NotificationHandler:
         # the user service or the mail relay is down, and no lock is held across the lookup.
         async with db.session() as session:
             row = await service.record_event(event, session=session)
-            pending = row if row is not None and row.status == "queued" else None
+            pending = row if row is not None and row.status in ("queued", "sending") else None
         if pending is None:
             return
+        attempt = _Attempt()
+        try:
+            await self._send(event, pending.id, pending.customer_id, attempt)
+        except Exception as exc:
+            if not event.last_delivery:
+                raise
+            # JetStream will not deliver this event again: settle the row here (and ack), or it
+            # would wait 'queued' forever. Each step above is its own short transaction, so this
+            # one does not wait on any of them.
+            async with db.session() as session:
+                if attempt.handed_over:
+                    await service.record_sent(pending.id, session=session)
+                    return
+                reason = f"not sent by the last delivery ({event.delivery}): {_describe(exc)}"
+                log.error("notification %s failed: %s", pending.id, reason)
+                await service.mark_failed(pending.id, reason=reason, session=session)
+
+    async def _send(
+        self, event: Event, notification_id: str, customer_id: str, attempt: _Attempt
+    ) -> None:
+        db = self._runtime.db
         # PeerUnavailable propagates: the event comes back once the user service may be up.
-        user = await self._runtime.client(UserClient).get_user(pending.customer_id)
+        user = await self._runtime.client(UserClient).get_user(customer_id)
+        if user is None:
+            log.error("no account %s for notification %s", customer_id, notification_id)
+            async with db.session() as session:
+                await service.mark_failed(
+                    notification_id, reason="no such customer account", session=session
+                )
+            return
         async with db.session() as session:
-            if user is None:
-                log.error("no account %s for notification %s", pending.customer_id, pending.id)
-                await service.mark_failed(pending.id, session=session)
-                return
-            outcome = await service.send_notification(
-                pending.id,
+            claim = await service.claim(
+                notification_id,
                 recipient=user.email,
+                claim_timeout=self._settings.claim_timeout_seconds,
                 session=session,
-                transport=self._transport,
-                sender=self._settings.mail_from,
+            )
+        if claim is service.Outcome.BUSY:
+            # Another delivery of the event (or a replica) is sending it; come back to see how
+            # that went, and to take over should its sender have died.
+            raise DeliveryDeferred(event.id, "another delivery is sending it")
+        if not isinstance(claim, service.Claim):
+            return
+        # No transaction is open while the relay is talked to: the claim alone keeps other
+        # deliveries from sending it meanwhile.
+        error = await service.send_claimed(
+            claim, transport=self._transport, sender=self._settings.mail_from
+        )
+        attempt.handed_over = error is None
+        async with db.session() as session:
+            outcome = await service.finish_send(
+                claim,
+                error,
                 max_attempts=self._settings.max_deliveries,
+                last_delivery=event.last_delivery,
+                session=session,
             )
         # Raised only after the commit, so the attempt is counted before the event comes back.
         if outcome is service.Outcome.RETRY:
             raise DeliveryDeferred(event.id, "the mail transport is unavailable")
+
+
+class _Attempt:
+    """What one delivery got done, for settling the row when it ends in an error."""
+
+    handed_over = False
+
+
+def _describe(exc: Exception) -> str:
+    return str(exc) or type(exc).__name__
 
 
 def start_consumers(

@@ -18,7 +18,11 @@ class Notification(Base):
     __table_args__ = (
         # The event id is the idempotency key: a redelivered or republished event finds its row.
         UniqueConstraint("event_id", name="uq_notifications_event_id"),
-        CheckConstraint("status IN ('queued', 'sent', 'failed')", name="ck_notifications_status"),
+        # 'sending' is internal: a delivery has claimed the row and is talking to the relay (see
+        # repository.claim); the public API shows it as 'queued'.
+        CheckConstraint(
+            "status IN ('queued', 'sending', 'sent', 'failed')", name="ck_notifications_status"
+        ),
         CheckConstraint(
             "type IN ('order_confirmed', 'order_cancelled', 'payment_failed')",
             name="ck_notifications_type",
@@ -42,3 +46,8 @@ class Notification(Base):
     attempts: Mapped[int] = mapped_column(Integer, nullable=False)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), nullable=False)
     sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    # When the current send began (status 'sending'); a claim older than the claim timeout
+    # belongs to a sender that died, and another delivery may take it over.
+    claimed_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    # Why the last try did not send it (a retry still queued, or the reason it failed).
+    last_error: Mapped[str | None] = mapped_column(String(200), nullable=True)

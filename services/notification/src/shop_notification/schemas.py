@@ -5,11 +5,20 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from shopkit.schemas import Money, Page
 
 NotificationType = Literal["order_confirmed", "order_cancelled", "payment_failed"]
 NotificationStatus = Literal["queued", "sent", "failed"]
+
+
+def _public_status(value: object) -> object:
+    # 'sending' (a send under way, see repository.claim) is internal; to readers it is still
+    # waiting to go out, and the contract knows only queued|sent|failed.
+    return "queued" if value == "sending" else value
+
+
+PublicStatus = Annotated[NotificationStatus, BeforeValidator(_public_status)]
 
 # Ids arrive from other services' events and end up in mail headers: plain tokens only, so a
 # hostile value cannot inject a header or bloat a subject line.
@@ -22,7 +31,7 @@ class NotificationRead(BaseModel):
     order_id: str
     channel: Literal["email"]
     subject: str
-    status: NotificationStatus
+    status: PublicStatus
     created_at: datetime
 
 
@@ -34,7 +43,7 @@ class DeliveryRead(BaseModel):
     event_id: str
     type: NotificationType
     order_id: str
-    status: NotificationStatus
+    status: PublicStatus
     attempts: int
 
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 import enum
 import logging
 import uuid
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import timedelta
 
 from pydantic import ValidationError
 from shopkit.db import utcnow
 from shopkit.messaging import Event
-from shopkit.schemas import decode_cursor, encode_cursor, invalid_cursor
+from shopkit.schemas import decode_time_cursor, encode_time_cursor
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shop_notification import repository
@@ -50,8 +51,24 @@ EVENT_TYPES: dict[str, tuple[NotificationType, type[EventData]]] = {
 class Outcome(enum.Enum):
     SENT = "sent"
     DONE_BEFORE = "done-before"  # sent or given up by an earlier delivery of the event
+    BUSY = "busy"  # another delivery holds a fresh claim on it and is sending it now
     RETRY = "retry"  # the send failed; the event should come again
     FAILED = "failed"  # given up for good
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What one send needs, read when the row was claimed, so no session is open while sending.
+    ``attempt`` (the row's attempts after the claim) identifies the claim when it is settled."""
+
+    notification_id: str
+    attempt: int
+    recipient: str
+    subject: str
+    body: str
+
+
+MAX_ERROR = 200
 
 
 async def record_event(event: Event, *, session: AsyncSession) -> Notification | None:
@@ -96,79 +113,127 @@ async def record_event(event: Event, *, session: AsyncSession) -> Notification |
     return await repository.insert_if_absent(session, candidate)
 
 
-async def send_notification(
-    notification_id: str,
-    *,
-    recipient: str,
-    session: AsyncSession,
-    transport: MailTransport,
-    sender: str,
-    max_attempts: int,
-) -> Outcome:
-    """Send a queued notification once. The row stays locked while sending, so two deliveries
-    of the same event (or two replicas) cannot both send it."""
-    row = await repository.lock(session, notification_id)
-    if row is None or row.status != "queued":
-        return Outcome.DONE_BEFORE
-    row.recipient = recipient
-    row.attempts += 1
+async def claim(
+    notification_id: str, *, recipient: str, claim_timeout: float, session: AsyncSession
+) -> Claim | Outcome:
+    """Claim a queued notification for one send (status 'sending', attempts + 1).
+
+    The caller commits the claim and sends with no transaction open (on SQLite a write
+    transaction holds the database's write lock, which must not wait on a mail relay), then
+    settles it with :func:`finish_send`. A claim older than ``claim_timeout`` is taken over: its
+    sender died mid-send, and leaving it would strand the notification.
+    """
+    now = utcnow()
+    row = await repository.claim(
+        session,
+        notification_id,
+        recipient=recipient,
+        now=now,
+        stale_before=now - timedelta(seconds=claim_timeout),
+    )
+    if row is not None:
+        return Claim(
+            notification_id=row.id,
+            attempt=row.attempts,
+            recipient=recipient,
+            subject=row.subject,
+            body=row.body,
+        )
+    current = await repository.get(session, notification_id)
+    if current is not None and current.status == "sending":
+        return Outcome.BUSY
+    return Outcome.DONE_BEFORE
+
+
+async def send_claimed(claim: Claim, *, transport: MailTransport, sender: str) -> MailError | None:
+    """Hand the claimed notification to the relay; the error when it was not taken."""
     message = build_message(
         sender=sender,
-        recipient=recipient,
-        subject=row.subject,
-        body=row.body,
-        message_id=row.id,
+        recipient=claim.recipient,
+        subject=claim.subject,
+        body=claim.body,
+        message_id=claim.notification_id,
     )
     try:
         await transport.send(message)
     except MailError as exc:
-        if row.attempts >= max_attempts:
-            log.error(
-                "giving up on notification %s after %d attempts: %s", row.id, row.attempts, exc
-            )
-            row.status = "failed"
-            return Outcome.FAILED
-        log.warning("notification %s not sent (attempt %d): %s", row.id, row.attempts, exc)
-        return Outcome.RETRY
-    row.status = "sent"
-    row.sent_at = utcnow()
-    return Outcome.SENT
+        return exc
+    return None
 
 
-async def mark_failed(notification_id: str, *, session: AsyncSession) -> Outcome:
-    """Give up on a queued notification that can never be sent (the customer is unknown)."""
-    row = await repository.lock(session, notification_id)
-    if row is None or row.status != "queued":
+async def finish_send(
+    claim: Claim,
+    error: MailError | None,
+    *,
+    max_attempts: int,
+    last_delivery: bool,
+    session: AsyncSession,
+) -> Outcome:
+    """Settle a claim: sent, back to queued for a retry, or failed when out of attempts or
+    deliveries (nothing would come back to retry it)."""
+    if error is None:
+        await repository.mark_sent(session, claim.notification_id, now=utcnow())
+        return Outcome.SENT
+    reason = _reason(str(error))
+    if claim.attempt >= max_attempts or last_delivery:
+        status, outcome = "failed", Outcome.FAILED
+    else:
+        status, outcome = "queued", Outcome.RETRY
+    settled = await repository.settle_claim(
+        session, claim.notification_id, attempt=claim.attempt, status=status, last_error=reason
+    )
+    if not settled:
+        # Taken over as stale, or given up on: whoever holds it now settles it.
+        log.warning(
+            "notification %s: claim %d lost: %s", claim.notification_id, claim.attempt, reason
+        )
         return Outcome.DONE_BEFORE
-    row.status = "failed"
-    return Outcome.FAILED
+    if outcome is Outcome.FAILED:
+        log.error(
+            "giving up on notification %s after %d attempts: %s",
+            claim.notification_id,
+            claim.attempt,
+            reason,
+        )
+    else:
+        log.warning(
+            "notification %s not sent (attempt %d): %s",
+            claim.notification_id,
+            claim.attempt,
+            reason,
+        )
+    return outcome
+
+
+async def record_sent(notification_id: str, *, session: AsyncSession) -> None:
+    """Record a send the relay accepted (used when settling its claim failed the first time)."""
+    await repository.mark_sent(session, notification_id, now=utcnow())
+
+
+async def mark_failed(notification_id: str, *, reason: str, session: AsyncSession) -> Outcome:
+    """Give up on a notification that is not sent yet and will not be (unknown customer, or the
+    event's last delivery could not send it). A send still under way that succeeds after this
+    records 'sent' anyway, which is then the truth."""
+    if await repository.mark_failed(session, notification_id, last_error=_reason(reason)):
+        return Outcome.FAILED
+    return Outcome.DONE_BEFORE
+
+
+def _reason(text: str) -> str:
+    return text if len(text) <= MAX_ERROR else text[: MAX_ERROR - 3] + "..."
 
 
 async def list_notifications(
     customer_id: str, *, limit: int, cursor: str | None, session: AsyncSession
 ) -> NotificationPage:
-    after = _position(cursor) if cursor is not None else None
+    after = decode_time_cursor(cursor) if cursor is not None else None
     rows = await repository.page_for_customer(session, customer_id, limit=limit + 1, after=after)
     items = [NotificationRead.model_validate(row, from_attributes=True) for row in rows[:limit]]
     next_cursor = None
     if len(rows) > limit:
         last = rows[limit - 1]
-        next_cursor = encode_cursor({"created_at": last.created_at.isoformat(), "id": last.id})
+        next_cursor = encode_time_cursor(last.created_at, last.id)
     return NotificationPage(items=items, next_cursor=next_cursor)
-
-
-def _position(cursor: str) -> tuple[datetime, str]:
-    position = decode_cursor(cursor, {"created_at", "id"})
-    created_at, last_id = position["created_at"], position["id"]
-    if not isinstance(created_at, str) or not isinstance(last_id, str):
-        raise invalid_cursor()
-    try:
-        moment = datetime.fromisoformat(created_at)
-        if moment.tzinfo is None:
-            raise invalid_cursor()
-        return moment.astimezone(UTC), last_id
-    except (ValueError, OverflowError) as exc:
-        raise invalid_cursor() from exc
 
 
 async def list_deliveries(order_id: str | None, *, session: AsyncSession) -> DeliveryList:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 from shopkit.settings import ServiceSettings
 
@@ -30,8 +30,23 @@ class NotificationSettings(ServiceSettings):
     smtp_starttls: bool = False
     smtp_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
 
-    # Deliveries of one event before JetStream gives up; the last failed send marks the
-    # notification failed.
+    # One budget, two counters. It is JetStream's max_deliver for each event message, and the
+    # cap on the row's send attempts. Deliveries are spent by every failure (user service down,
+    # database busy, a send), attempts only by sends, so attempts never outrun deliveries for
+    # one message; the cap still matters when one event is published twice (a publisher's
+    # republish past the duplicate window), whose messages each get max_deliver deliveries but
+    # share the row. Whatever stops the last delivery of a message from sending marks the row
+    # failed (events.NotificationHandler), so no row waits 'queued' for a delivery that never comes.
     max_deliveries: int = Field(default=10, ge=1, le=100)
     # Longer than a user lookup plus an SMTP timeout, so a slow send is not redelivered meanwhile.
     ack_wait_seconds: float = Field(default=30.0, gt=0, le=600)
+    # How long a send's claim on its notification keeps other deliveries (and replicas) from
+    # sending it. Past this the sender is presumed dead and another delivery takes over, so it
+    # must outlast any live send: the SMTP timeout bounds each step of one.
+    claim_timeout_seconds: float = Field(default=60.0, gt=0, le=3600)
+
+    @model_validator(mode="after")
+    def _claims_outlast_sends(self) -> NotificationSettings:
+        if self.claim_timeout_seconds <= self.smtp_timeout_seconds:
+            raise ValueError("claim_timeout_seconds must be longer than smtp_timeout_seconds")
+        return self
