@@ -60,6 +60,10 @@ def platform(
                 "SWEETSLICE_GATEWAY_RATE_LIMIT_BURST": "10000",
             },
             "order": {
+                # Tests stop payment and go on right after it is back: a short open period and
+                # one trial call let the breaker close within BREAKER_COOLDOWN_SECONDS.
+                "SWEETSLICE_ORDER_RESILIENCE__BREAKER_OPEN_SECONDS": "1",
+                "SWEETSLICE_ORDER_RESILIENCE__BREAKER_HALF_OPEN_CALLS": "1",
                 "SWEETSLICE_ORDER_RECOVERY_INTERVAL_SECONDS": "1",
                 "SWEETSLICE_ORDER_SAGA_TIMEOUT_SECONDS": "10",
             },

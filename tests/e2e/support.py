@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from shopkit.launcher import SERVICES, Platform, PlatformConfig, free_port
 T = TypeVar("T")
 INTERNAL_TOKEN = "sweetslice-dev-internal-token"  # the development default every service shares
 ADMIN = ("admin@sweetslice.test", "admin-password-123")
+BREAKER_COOLDOWN_SECONDS = 1.5  # the order service's breaker open period in this suite, plus room
 
 
 class PostgresServer:
@@ -152,6 +154,8 @@ class RunningPlatform:
             yield
         finally:
             self.start_service(name)
+            # Callers' breakers opened while it was down; give them their open period back.
+            time.sleep(BREAKER_COOLDOWN_SECONDS)
 
     @property
     def gateway(self) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from typing import Any
 
@@ -166,13 +167,10 @@ async def test_admin_input_is_validated(
 async def test_catalog_reads_survive_the_other_services(
     platform: RunningPlatform, client: httpx.AsyncClient
 ) -> None:
-    for name in ("cart", "order", "payment", "notification"):
-        platform.stop_service(name)
-    try:
+    with contextlib.ExitStack() as stack:
+        for name in ("cart", "order", "payment", "notification"):
+            stack.enter_context(platform.down(name))
         assert (await client.get("/api/v1/products")).status_code == 200
         assert (await client.get("/api/v1/categories")).status_code == 200
         product = (await client.get("/api/v1/products", params={"limit": 1})).json()["items"][0]
         assert (await client.get(f"/api/v1/products/{product['id']}")).status_code == 200
-    finally:
-        for name in ("cart", "order", "payment", "notification"):
-            platform.start_service(name)

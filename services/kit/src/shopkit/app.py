@@ -30,6 +30,7 @@ from shopkit.logs import configure_logging
 from shopkit.messaging import Broker, OutboxRelay
 from shopkit.migrations import migrate
 from shopkit.observability import RequestContextMiddleware, RequestGuardMiddleware
+from shopkit.resilience import PeerGuard
 from shopkit.settings import ServiceSettings
 
 log = logging.getLogger("shopkit.app")
@@ -50,13 +51,20 @@ class Runtime:
     outbox: OutboxRelay | None = None
     checks: dict[str, Check] = field(default_factory=dict)
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    guards: dict[str, PeerGuard] = field(default_factory=dict)
 
     def client(self, cls: type[C]) -> C:
+        """A typed client whose calls share the peer's breaker, bulkhead and retry budget."""
+        guard = self.guards.get(cls.peer)
+        if guard is None:
+            guard = PeerGuard(self.settings.service_name, cls.peer, self.settings.resilience)
+            self.guards[cls.peer] = guard
         return cls(
             self.http,
             self.discovery,
             timeout=self.settings.http_timeout_seconds,
             internal_token=self.settings.internal_token.get_secret_value(),
+            guard=guard,
         )
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:

@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -25,10 +26,34 @@ import aiohttp
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """Distinct free loopback ports, below the kernel's ephemeral range: a port from that range
+    can be taken as the source port of some outgoing connection while its service restarts.
+    All sockets stay bound until every port is picked, so no port is handed out twice."""
+    low = _ephemeral_low()
+    rng = random.SystemRandom()
+    with contextlib.ExitStack() as stack:
+        ports: list[int] = []
+        while len(ports) < count:
+            candidate = rng.randrange(10_000, low)
+            sock = stack.enter_context(socket.socket())
+            try:
+                sock.bind(("127.0.0.1", candidate))
+            except OSError:
+                continue
+            ports.append(candidate)
+        return ports
+
+
+def _ephemeral_low() -> int:
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return max(low, 11_000)
 
 
 def nats_server_binary() -> str:
@@ -78,8 +103,9 @@ class PlatformConfig:
     @classmethod
     def ephemeral(cls, data_dir: Path, **kwargs: object) -> PlatformConfig:
         """Every port picked free, for tests that run beside a ``make up``."""
-        ports = {name: free_port() for name in DEFAULT_PORTS}
-        return cls(data_dir=data_dir, ports=ports, nats_port=free_port(), **kwargs)  # type: ignore[arg-type]
+        *service_ports, nats_port = free_ports(len(DEFAULT_PORTS) + 1)
+        ports = dict(zip(DEFAULT_PORTS, service_ports, strict=True))
+        return cls(data_dir=data_dir, ports=ports, nats_port=nats_port, **kwargs)  # type: ignore[arg-type]
 
     def url(self, service: str) -> str:
         return f"http://{self.host}:{self.ports[service]}"

@@ -15,6 +15,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
 )
@@ -36,6 +37,23 @@ HTTP_DURATION = Histogram(
     "Time to serve an HTTP request, by route template.",
     ["service", "method", "route"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+PEER_CALLS = Counter(
+    "shop_peer_calls",
+    "Calls to another service, by outcome (ok, failed, short-circuited, rejected).",
+    ["service", "peer", "outcome"],
+)
+PEER_DURATION = Histogram(
+    "shop_peer_call_duration_seconds",
+    "Time of one attempt of a call to another service.",
+    ["service", "peer"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+BREAKER_STATE = Gauge(
+    "shop_peer_breaker_state",
+    "Circuit breaker of a peer: 0 closed, 1 open, 2 half-open.",
+    ["service", "peer"],
+    multiprocess_mode="max",
 )
 
 

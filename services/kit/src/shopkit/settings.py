@@ -14,11 +14,13 @@ from typing import Literal, Self
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shopkit.resilience import ResiliencePolicy
+
 DEV_INTERNAL_TOKEN = "sweetslice-dev-internal-token"  # noqa: S105 - refused outside development
 
 
 class ServiceSettings(BaseSettings):
-    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(extra="ignore", frozen=True, env_nested_delimiter="__")
 
     environment: Literal["development", "production"] = "development"
     host: str = "127.0.0.1"
@@ -35,6 +37,8 @@ class ServiceSettings(BaseSettings):
     jwt_leeway_seconds: int = Field(default=60, ge=0, le=600)
     http_timeout_seconds: float = Field(default=5.0, gt=0)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # Breakers, bulkheads and retries for calls to peers, e.g. <PREFIX>RESILIENCE__RETRIES=1.
+    resilience: ResiliencePolicy = ResiliencePolicy()
     log_level: str = "INFO"
     log_json: bool = True
 

@@ -35,7 +35,10 @@ class ProductClient(ServiceClient):
             return {}
         if len(wanted) > LOOKUP_LIMIT:
             raise ValueError(f"at most {LOOKUP_LIMIT} ids per lookup")
-        resp = await self.request("POST", "/internal/products/lookup", json_body={"ids": wanted})
+        # A read sent as POST (the id list may be long): safe to retry.
+        resp = await self.request(
+            "POST", "/internal/products/lookup", json_body={"ids": wanted}, idempotent=True
+        )
         if resp.status == 422:
             raise ProductIdsRejected(f"the catalog rejected the ids {wanted!r}"[:200])
         if resp.status != 200:

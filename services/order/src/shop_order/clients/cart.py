@@ -35,7 +35,10 @@ class CartClient(ServiceClient):
     async def clear(self, customer_id: str, version: int) -> bool:
         """Empty the cart only if it is still the one that was ordered (same version)."""
         resp = await self.request(
-            "POST", f"/internal/carts/{segment(customer_id)}/clear", json_body={"version": version}
+            "POST",
+            f"/internal/carts/{segment(customer_id)}/clear",
+            json_body={"version": version},
+            idempotent=True,  # conditional on the version: a repeat clears nothing new
         )
         if resp.status != 200:
             raise unexpected(self.peer, resp)

@@ -78,7 +78,7 @@ class PaymentClient(ServiceClient):
             "charge_id": charge_id,
             "amount": {"amount": amount, "currency": "USD"},
         }
-        resp = await self.request("POST", "/internal/refunds", json_body=body)
+        resp = await self.request("POST", "/internal/refunds", json_body=body, idempotent=True)
         if resp.status in (200, 201):
             return resp.model(Refund, self.peer)
         if resp.status in (404, 409, 422):

@@ -64,7 +64,8 @@ class ProductClient(ServiceClient):
             "order_id": order_id,
             "items": [{"product_id": pid, "quantity": qty} for pid, qty in items],
         }
-        resp = await self.request("POST", "/internal/reservations", json_body=body)
+        # Keyed by the order id: a repeat is answered with the same reservation.
+        resp = await self.request("POST", "/internal/reservations", json_body=body, idempotent=True)
         if resp.status in (200, 201):
             return resp.model(Reservation, self.peer)
         if resp.status in (404, 409, 422):
@@ -91,7 +92,9 @@ class ProductClient(ServiceClient):
     async def _transition(
         self, order_id: str, action: str
     ) -> ReservationStatus | TransitionRefused:
-        resp = await self.request("POST", f"/internal/reservations/{segment(order_id)}/{action}")
+        resp = await self.request(
+            "POST", f"/internal/reservations/{segment(order_id)}/{action}", idempotent=True
+        )
         if resp.status == 200:
             return resp.model(ReservationStatus, self.peer)
         if resp.status in (404, 409):
