@@ -17,7 +17,7 @@ from shop_cart.settings import CartSettings
 from shop_product.app import create_app as create_product_app
 from shop_product.settings import ProductSettings
 from shopkit.http import INTERNAL_TOKEN_HEADER
-from shopkit.testing import TokenFactory, free_port, running_app, serve_app, serve_jwks
+from shopkit.testing import TokenFactory, free_port, running_app, serve_app
 from sqlalchemy import text
 
 INTERNAL_TOKEN = "cart-tests-internal-token"
@@ -95,17 +95,6 @@ class Shopper:
         async with self.app.state.db.engine.begin() as conn:
             result = await conn.execute(text(statement), params)
             return [dict(row) for row in result.mappings()] if result.returns_rows else []
-
-
-@pytest.fixture
-def tokens() -> TokenFactory:
-    return TokenFactory()
-
-
-@pytest.fixture
-async def jwks_url(tokens: TokenFactory) -> AsyncIterator[str]:
-    async with serve_jwks(tokens) as url:
-        yield url
 
 
 @pytest.fixture

@@ -181,11 +181,6 @@ async def serve_gateway(app: Gateway) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-def tokens() -> TokenFactory:
-    return TokenFactory()
-
-
-@pytest.fixture
 async def upstreams(tokens: TokenFactory) -> AsyncIterator[dict[str, TestUpstream]]:
     found = {name: TestUpstream(name, openapi=_openapi_for(name)) for name in UPSTREAMS}
     async with contextlib.AsyncExitStack() as stack:

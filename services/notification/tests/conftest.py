@@ -141,11 +141,6 @@ async def smtp() -> AsyncIterator[SmtpSink]:
 
 
 @pytest.fixture
-def tokens() -> TokenFactory:
-    return TokenFactory()
-
-
-@pytest.fixture
 async def users(tokens: TokenFactory) -> AsyncIterator[UserStandIn]:
     stand_in = UserStandIn(tokens)
     app = web.Application()

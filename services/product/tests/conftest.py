@@ -12,21 +12,10 @@ import pytest
 from fastapi import FastAPI
 from shop_product.app import create_app
 from shop_product.settings import ProductSettings
-from shopkit.testing import TokenFactory, running_app, serve_app, serve_jwks
+from shopkit.testing import TokenFactory, running_app, serve_app
 from sqlalchemy import text
 
 MakeSettings = Callable[..., ProductSettings]
-
-
-@pytest.fixture
-def tokens() -> TokenFactory:
-    return TokenFactory()
-
-
-@pytest.fixture
-async def jwks_url(tokens: TokenFactory) -> AsyncIterator[str]:
-    async with serve_jwks(tokens) as url:
-        yield url
 
 
 @pytest.fixture

@@ -13,9 +13,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import DateTime, TypeDecorator, event, text
+from sqlalchemy import DateTime, Select, TypeDecorator, and_, event, or_, text
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import (
@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from shopkit.errors import ServiceUnavailable
 
@@ -150,6 +150,25 @@ class UtcDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+S = TypeVar("S", bound=Select[Any])
+
+
+def newest_first(
+    stmt: S,
+    created: InstrumentedAttribute[datetime],
+    ident: InstrumentedAttribute[str],
+    *,
+    after: tuple[datetime, str] | None,
+    limit: int,
+) -> S:
+    """A keyset page, newest first on (created, id): pages stay stable while rows are added.
+    ``after`` is the (created, id) of the last row of the previous page."""
+    if after is not None:
+        created_at, last_id = after
+        stmt = stmt.where(or_(created < created_at, and_(created == created_at, ident < last_id)))
+    return stmt.order_by(created.desc(), ident.desc()).limit(limit)
 
 
 async def add_unique(session: AsyncSession, *rows: object) -> bool:

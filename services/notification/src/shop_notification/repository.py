@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from shopkit.db import add_unique
+from shopkit.db import add_unique, newest_first
 from sqlalchemy import CursorResult, Result, and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -141,16 +141,13 @@ async def page_for_customer(
     after: tuple[datetime, str] | None,
 ) -> Sequence[Notification]:
     """Newest first; ``after`` is the (created_at, id) of the last row of the previous page."""
-    query = select(Notification).where(Notification.customer_id == customer_id)
-    if after is not None:
-        created_at, last_id = after
-        query = query.where(
-            or_(
-                Notification.created_at < created_at,
-                and_(Notification.created_at == created_at, Notification.id < last_id),
-            )
-        )
-    query = query.order_by(Notification.created_at.desc(), Notification.id.desc()).limit(limit)
+    query = newest_first(
+        select(Notification).where(Notification.customer_id == customer_id),
+        Notification.created_at,
+        Notification.id,
+        after=after,
+        limit=limit,
+    )
     return (await session.execute(query)).scalars().all()
 
 

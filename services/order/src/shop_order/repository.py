@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
+from shopkit.db import newest_first
 from sqlalchemy import and_, delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -57,16 +58,13 @@ async def page_for_customer(
     before: tuple[datetime, str] | None,
 ) -> list[Order]:
     """Newest first; keyset on (created_at, id) so pages stay stable while orders are added."""
-    stmt = select(Order).where(Order.customer_id == customer_id)
-    if before is not None:
-        created_at, order_id = before
-        stmt = stmt.where(
-            or_(
-                Order.created_at < created_at,
-                and_(Order.created_at == created_at, Order.id < order_id),
-            )
-        )
-    stmt = stmt.order_by(Order.created_at.desc(), Order.id.desc()).limit(limit)
+    stmt = newest_first(
+        select(Order).where(Order.customer_id == customer_id),
+        Order.created_at,
+        Order.id,
+        after=before,
+        limit=limit,
+    )
     return list((await session.execute(stmt)).scalars())
 
 
