@@ -14,7 +14,7 @@ export UV_PYTHON_DOWNLOADS := never
 
 WORKSPACE_FILES := pyproject.toml uv.lock $(wildcard services/*/pyproject.toml)
 
-.PHONY: help install up reset lint format typecheck contracts test test-unit test-e2e clean
+.PHONY: help install up reset lint format typecheck contracts test test-unit test-e2e test-faults clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -49,9 +49,12 @@ test-unit: install ## per-service tests
 	$(VENV)/bin/pytest services $(PYTEST_ARGS)
 
 test-e2e: install ## cross-service tests on the real processes, on SQLite and on PostgreSQL
-	$(VENV)/bin/pytest tests $(PYTEST_ARGS)
+	$(VENV)/bin/pytest tests/e2e $(PYTEST_ARGS)
 
-test: lint typecheck contracts test-unit test-e2e ## everything CI runs
+test-faults: install ## faults injected into the running platform (Toxiproxy, kill -9, SIGSTOP)
+	$(VENV)/bin/pytest tests/faults $(PYTEST_ARGS)
+
+test: lint typecheck contracts test-unit test-e2e test-faults ## everything CI runs
 
 clean: ## remove the venv, caches and local data
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache $(DATA_DIR)

@@ -99,6 +99,9 @@ class PlatformConfig:
     extra_env: dict[str, dict[str, str]] = field(default_factory=dict)
     admin: tuple[str, str] | None = None
     log_json: bool = True
+    # (service, peer) -> the address that service is given for that peer instead of the peer's
+    # own, so fault tests can route one edge of the call graph through a proxy.
+    peer_urls: dict[tuple[str, str], str] = field(default_factory=dict)
 
     @classmethod
     def ephemeral(cls, data_dir: Path, **kwargs: object) -> PlatformConfig:
@@ -109,6 +112,10 @@ class PlatformConfig:
 
     def url(self, service: str) -> str:
         return f"http://{self.host}:{self.ports[service]}"
+
+    def peer_url(self, service: str, peer: str) -> str:
+        """Where ``service`` reaches ``peer``: the peer itself unless ``peer_urls`` reroutes it."""
+        return self.peer_urls.get((service, peer), self.url(peer))
 
     @property
     def nats_url(self) -> str:
@@ -122,11 +129,11 @@ class PlatformConfig:
             "PORT": str(self.ports[service]),
             "DATA_DIR": str(self.data_dir.resolve()),
             "NATS_URL": self.nats_url,
-            "USER_URL": self.url("user"),
+            "USER_URL": self.peer_url(service, "user"),
             "LOG_JSON": "true" if self.log_json else "false",
         }
         for peer in PEERS[service]:
-            settings[f"{peer.upper()}_URL"] = self.url(peer)
+            settings[f"{peer.upper()}_URL"] = self.peer_url(service, peer)
         if self.database_url_template and service != "gateway":
             settings["DATABASE_URL"] = self.database_url_template.format(service=service)
         env = {prefix + key: value for key, value in settings.items()}

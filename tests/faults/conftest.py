@@ -1,0 +1,126 @@
+"""The fault suite: the platform as processes (SQLite), with the order service's calls to payment
+and product routed through a real Toxiproxy server, one platform for the whole session. Tests
+drive checkouts through the gateway, deal faults, drain, and run the checker of RELIABILITY.md."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from shopkit.launcher import DEFAULT_PORTS, PlatformConfig, free_ports
+
+from tests.e2e.support import ADMIN, INTERNAL_TOKEN, RunningPlatform, login
+from tests.faults.harness import (
+    CLIENT_TIMEOUT_SECONDS,
+    PROXIED,
+    Figures,
+    suite_env,
+)
+from tests.faults.toxiproxy import Toxiproxy, ToxiproxyServer, build_toxiproxy
+
+FIGURES = pytest.StashKey[Figures]()
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+@pytest.fixture(scope="session")
+def figures(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Figures:
+    report = Figures(tmp_path_factory.getbasetemp() / "fault-figures.json")
+    request.config.stash[FIGURES] = report
+    return report
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    report = terminalreporter.config.stash.get(FIGURES, None)
+    if report is None or not report.faults:
+        return
+    terminalreporter.section("fault figures")
+    for line in report.lines():
+        terminalreporter.write_line(line)
+    terminalreporter.write_line(f"(written to {report.path})")
+
+
+@pytest.fixture(scope="session")
+def toxiproxy_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ToxiproxyServer]:
+    binary = build_toxiproxy()
+    (port,) = free_ports(1)
+    server = ToxiproxyServer(binary, port, tmp_path_factory.mktemp("toxiproxy") / "server.log")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def platform(
+    tmp_path_factory: pytest.TempPathFactory, toxiproxy_server: ToxiproxyServer
+) -> Iterator[RunningPlatform]:
+    # One draw for every port, so no two listeners of the suite can be handed the same one.
+    ports = free_ports(len(DEFAULT_PORTS) + 1 + len(PROXIED))
+    service_ports = dict(zip(DEFAULT_PORTS, ports, strict=False))
+    nats_port, *listen_ports = ports[len(DEFAULT_PORTS) :]
+    listen = dict(zip(PROXIED, listen_ports, strict=True))
+    config = PlatformConfig(
+        data_dir=tmp_path_factory.mktemp("platform-faults"),
+        ports=service_ports,
+        nats_port=nats_port,
+        admin=ADMIN,
+        extra_env=suite_env(),
+        peer_urls={edge: f"http://127.0.0.1:{port}" for edge, port in listen.items()},
+    )
+
+    async def create_proxies() -> None:
+        async with Toxiproxy(toxiproxy_server.url) as api:
+            for (caller, callee), name in PROXIED.items():
+                address = f"127.0.0.1:{listen[(caller, callee)]}"
+                await api.create_proxy(name, address, f"127.0.0.1:{config.ports[callee]}")
+
+    asyncio.run(create_proxies())
+    running = RunningPlatform(config)
+    try:
+        running.start()
+    except BaseException:
+        logs = "\n".join(
+            f"--- {name} ---\n{_tail(child.log_path)}"
+            for name, child in running.platform.children.items()
+        )
+        running.stop()
+        pytest.fail(f"the platform did not start:\n{logs}")
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+async def toxiproxy(toxiproxy_server: ToxiproxyServer) -> AsyncIterator[Toxiproxy]:
+    async with Toxiproxy(toxiproxy_server.url) as api:
+        yield api
+        # A test that failed half-way must not leave its toxics to the next one.
+        await api.reset()
+
+
+@pytest.fixture
+async def client(platform: RunningPlatform) -> AsyncIterator[httpx.AsyncClient]:
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    async with httpx.AsyncClient(
+        base_url=platform.gateway, timeout=CLIENT_TIMEOUT_SECONDS, limits=limits
+    ) as c:
+        yield c
+
+
+@pytest.fixture
+async def internal(platform: RunningPlatform) -> AsyncIterator[httpx.AsyncClient]:
+    """Straight to the services' internal APIs and /metrics, where effects are recorded."""
+    async with httpx.AsyncClient(headers={"X-Internal-Token": INTERNAL_TOKEN}, timeout=30) as c:
+        yield c
+
+
+@pytest.fixture
+async def admin_headers(client: httpx.AsyncClient) -> dict[str, str]:
+    return {"Authorization": f"Bearer {await login(client, *ADMIN)}"}
