@@ -47,9 +47,14 @@ async def test_orders_confirm_while_notification_is_down_and_mail_follows(
     await asyncio.sleep(1)  # room for a duplicate to show up, if there were one
     mails = smtp.to(customer.email)
     assert len(mails) == 3
-    notes = (await client.get("/api/v1/notifications", headers=customer.headers)).json()["items"]
+
+    async def all_recorded_sent() -> list[dict[str, str]]:
+        resp = await client.get("/api/v1/notifications", headers=customer.headers)
+        items: list[dict[str, str]] = resp.json()["items"]
+        return items if all(n["status"] == "sent" for n in items) else []
+
+    notes = await eventually(all_recorded_sent, timeout=10)
     assert Counter(n["order_id"] for n in notes) == Counter(order_ids)
-    assert all(n["status"] == "sent" for n in notes)
 
     deliveries = (await internal.get(platform.url("notification") + "/internal/deliveries")).json()
     events = Counter(d["event_id"] for d in deliveries["items"])

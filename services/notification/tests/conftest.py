@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -263,15 +264,25 @@ class Bus:
 Rows = Callable[[], Awaitable[list[Notification]]]
 
 
+SETTLE_SECONDS = 10.0
+
+
 @pytest.fixture
 def rows(app: FastAPI) -> Rows:
-    """The notifications table as the running app sees it."""
+    """The notifications table as the running app sees it, once no send is in flight: the relay
+    has a message before the sender records it as sent, so a test that saw the email arrive
+    would otherwise race the bookkeeping."""
 
     async def read() -> list[Notification]:
         db: Database = app.state.db
-        async with db.session() as session:
-            result = await session.execute(select(Notification).order_by(Notification.created_at))
-            return list(result.scalars().all())
+        deadline = time.monotonic() + SETTLE_SECONDS
+        while True:
+            async with db.session() as session:
+                query = select(Notification).order_by(Notification.created_at)
+                found = list((await session.execute(query)).scalars().all())
+            if all(n.status != "sending" for n in found) or time.monotonic() > deadline:
+                return found
+            await asyncio.sleep(0.02)
 
     return read
 
