@@ -142,14 +142,29 @@ class RunningPlatform:
     def stop_service(self, name: str) -> None:
         self.call(self.platform.children[name].stop())
 
+    def kill_service(self, name: str) -> None:
+        """SIGKILL, no chance to clean up: what a crash or an OOM kill looks like."""
+        child = self.platform.children[name]
+
+        async def kill() -> None:
+            assert child.proc is not None and child.proc.returncode is None, name
+            child.proc.kill()
+            await child.proc.wait()
+            child.state = "stopped"
+
+        self.call(kill())
+
     def start_service(self, name: str) -> None:
         child = self.platform.children[name]
         self.call(child.start())
         self.call(self.platform.wait_ready(60, (name,)))
 
     @contextlib.contextmanager
-    def down(self, name: str) -> Iterator[None]:
-        self.stop_service(name)
+    def down(self, name: str, *, kill: bool = False) -> Iterator[None]:
+        if kill:
+            self.kill_service(name)
+        else:
+            self.stop_service(name)
         try:
             yield
         finally:
