@@ -6,7 +6,6 @@ own internal APIs rather than assuming them."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -14,19 +13,10 @@ from shopkit.launcher import PlatformConfig
 
 from tests.e2e.support import (
     ADMIN,
-    INTERNAL_TOKEN,
     PostgresServer,
     RunningPlatform,
     SmtpSink,
-    login,
 )
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
 
 
 @pytest.fixture(scope="session")
@@ -72,15 +62,10 @@ def platform(
     running = RunningPlatform(config)
     try:
         running.start()
-    except BaseException:
-        logs = "\n".join(
-            f"--- {name} ---\n{_tail(child.log_path)}"
-            for name, child in running.platform.children.items()
-        )
-        running.stop()
+    except RuntimeError as exc:
         if pg is not None:
             pg.stop()
-        pytest.fail(f"the platform did not start on {request.param}:\n{logs}")
+        pytest.fail(f"{request.param}: {exc}")
     yield running
     running.stop()
     if pg is not None:
@@ -91,15 +76,3 @@ def platform(
 async def client(platform: RunningPlatform) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=platform.gateway, timeout=30) as c:
         yield c
-
-
-@pytest.fixture
-async def internal(platform: RunningPlatform) -> AsyncIterator[httpx.AsyncClient]:
-    """Straight to the services' internal APIs, to check effects where they are stored."""
-    async with httpx.AsyncClient(headers={"X-Internal-Token": INTERNAL_TOKEN}, timeout=30) as c:
-        yield c
-
-
-@pytest.fixture
-async def admin_headers(client: httpx.AsyncClient) -> dict[str, str]:
-    return {"Authorization": f"Bearer {await login(client, *ADMIN)}"}

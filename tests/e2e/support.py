@@ -30,6 +30,13 @@ ADMIN = ("admin@sweetslice.test", "admin-password-123")
 BREAKER_COOLDOWN_SECONDS = 1.5  # the order service's breaker open period in this suite, plus room
 
 
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
 class PostgresServer:
     """A throw-away PostgreSQL cluster from the Debian package, one database per service."""
 
@@ -130,8 +137,17 @@ class RunningPlatform:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
     def start(self) -> float:
+        """Start everything; if it does not come up, stop it and raise with each log's tail."""
         self._thread.start()
-        return self.call(self.platform.start())
+        try:
+            return self.call(self.platform.start())
+        except BaseException as exc:
+            logs = "\n".join(
+                f"--- {name} ---\n{_tail(child.log_path)}"
+                for name, child in self.platform.children.items()
+            )
+            self.stop()
+            raise RuntimeError(f"the platform did not start ({exc}):\n{logs}") from exc
 
     def stop(self) -> None:
         self.call(self.platform.stop())

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 from shopkit.launcher import DEFAULT_PORTS, PlatformConfig, free_ports
 
-from tests.e2e.support import ADMIN, INTERNAL_TOKEN, RunningPlatform, login
+from tests.e2e.support import ADMIN, RunningPlatform
 from tests.faults.harness import (
     CLIENT_TIMEOUT_SECONDS,
     PROXIED,
@@ -22,13 +21,6 @@ from tests.faults.harness import (
 from tests.faults.toxiproxy import Toxiproxy, ToxiproxyServer, build_toxiproxy
 
 FIGURES = pytest.StashKey[Figures]()
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
 
 
 @pytest.fixture(scope="session")
@@ -86,13 +78,8 @@ def platform(
     running = RunningPlatform(config)
     try:
         running.start()
-    except BaseException:
-        logs = "\n".join(
-            f"--- {name} ---\n{_tail(child.log_path)}"
-            for name, child in running.platform.children.items()
-        )
-        running.stop()
-        pytest.fail(f"the platform did not start:\n{logs}")
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
     yield running
     running.stop()
 
@@ -112,15 +99,3 @@ async def client(platform: RunningPlatform) -> AsyncIterator[httpx.AsyncClient]:
         base_url=platform.gateway, timeout=CLIENT_TIMEOUT_SECONDS, limits=limits
     ) as c:
         yield c
-
-
-@pytest.fixture
-async def internal(platform: RunningPlatform) -> AsyncIterator[httpx.AsyncClient]:
-    """Straight to the services' internal APIs and /metrics, where effects are recorded."""
-    async with httpx.AsyncClient(headers={"X-Internal-Token": INTERNAL_TOKEN}, timeout=30) as c:
-        yield c
-
-
-@pytest.fixture
-async def admin_headers(client: httpx.AsyncClient) -> dict[str, str]:
-    return {"Authorization": f"Bearer {await login(client, *ADMIN)}"}
