@@ -11,6 +11,7 @@ from shopkit.app import Runtime, create_service_app
 
 from shop_notification.events import start_consumers
 from shop_notification.mail import create_transport
+from shop_notification.models import inbox
 from shop_notification.routes import internal, public
 from shop_notification.settings import NotificationSettings
 
@@ -30,6 +31,7 @@ def create_app(settings: NotificationSettings | None = None) -> FastAPI:
         routers=[public, internal],
         migrations=Path(__file__).parent / "migrations",
         peers={"user": settings.user_url},
+        inbox=inbox,
         use_broker=True,
         setup=setup,
     )

@@ -2,11 +2,16 @@
 
 The handler is to events what a route is to requests: it owns the transactions and calls the
 service. Raising makes the kit's consumer nak the message, so JetStream redelivers it with
-backoff; returning acks it.
+backoff; returning acks it, once the kit has recorded the event as handled in the inbox. An
+event the inbox says was handled is acked without calling the handler, and the notification row
+(unique per event id) with its send claim keeps the one email per event should two deliveries
+still meet: the inbox row is settled after the handler's last transaction, so a crash between
+the two only brings the event back to a handler that finds its notification settled.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 
@@ -95,6 +100,8 @@ class NotificationHandler:
             raise DeliveryDeferred(event.id, "another delivery is sending it")
         if not isinstance(claim, service.Claim):
             return
+        if self._settings.fault_handler_delay_seconds:
+            await asyncio.sleep(self._settings.fault_handler_delay_seconds)
         # No transaction is open while the relay is talked to: the claim alone keeps other
         # deliveries from sending it meanwhile.
         error = await service.send_claimed(
@@ -128,6 +135,7 @@ def start_consumers(
     runtime: Runtime, settings: NotificationSettings, transport: MailTransport
 ) -> None:
     assert runtime.broker is not None, "the app is created with use_broker=True"
+    assert runtime.inbox is not None, "the app is created with its inbox table"
     handler = NotificationHandler(runtime, settings, transport)
     for consumer in CONSUMERS:
         runtime.spawn(
@@ -139,6 +147,8 @@ def start_consumers(
                 handler=handler,
                 max_deliver=settings.max_deliveries,
                 ack_wait=settings.ack_wait_seconds,
+                inbox=runtime.inbox,
+                concurrency=settings.consumer_concurrency,
             ),
             consumer.durable,
         )

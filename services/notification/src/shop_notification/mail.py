@@ -82,7 +82,10 @@ class SmtpTransport:
 class MailboxTransport:
     """Writes each message as a ``.eml`` file, the local stand-in for an outbox a person reads.
 
-    Files appear atomically (written aside, then renamed), so a reader never sees half a message.
+    Files appear atomically (written aside, then linked into place), so a reader never sees half
+    a message. Like a real mailbox it keeps every message it is given: a second send of one
+    notification does not replace the first file but lands beside it (``<id>.2.eml``), so a
+    duplicate email shows.
     """
 
     def __init__(self, directory: Path) -> None:
@@ -104,11 +107,24 @@ class MailboxTransport:
                 out.write(message.as_bytes())
                 out.flush()
                 os.fsync(out.fileno())
-            os.replace(tmp, self.directory / name)
-        except BaseException:
+            _link_unique(tmp, self.directory, name)
+        finally:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-            raise
+
+
+def _link_unique(source: str, directory: Path, name: str) -> None:
+    """Give ``source`` the first free name of ``name``, ``stem.2.eml``, ...: linking never
+    replaces a file, so two writers of the same name cannot lose a message."""
+    stem = name.removesuffix(".eml")
+    for n in range(1, 10_000):
+        target = directory / (name if n == 1 else f"{stem}.{n}.eml")
+        try:
+            os.link(source, target)
+        except FileExistsError:
+            continue
+        return
+    raise OSError(f"no free name for {name}")
 
 
 def create_transport(settings: NotificationSettings) -> MailTransport:

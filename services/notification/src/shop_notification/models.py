@@ -1,10 +1,12 @@
-"""Tables of the notification service: one row per event, whatever its delivery count."""
+"""Tables of the notification service: one row per event, whatever its delivery count, and the
+inbox of the events its consumers handled."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
 from shopkit.db import UtcDateTime
+from shopkit.messaging import inbox_table
 from sqlalchemy import CheckConstraint, Index, Integer, MetaData, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -51,3 +53,8 @@ class Notification(Base):
     claimed_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     # Why the last try did not send it (a retry still queued, or the reason it failed).
     last_error: Mapped[str | None] = mapped_column(String(200), nullable=True)
+
+
+# Every event a consumer handled, notification or not (shopkit.messaging.Inbox): a redelivered
+# event found here as handled is acknowledged without running the handler again.
+inbox = inbox_table(Base.metadata)

@@ -44,9 +44,19 @@ class NotificationSettings(ServiceSettings):
     # sending it. Past this the sender is presumed dead and another delivery takes over, so it
     # must outlast any live send: the SMTP timeout bounds each step of one.
     claim_timeout_seconds: float = Field(default=60.0, gt=0, le=3600)
+    # Events each consumer handles at once. Above 1 a consumer keeps fetching while a slow send
+    # runs, so a redelivery can meet the delivery it repeats: the inbox and the send claim keep
+    # that to one email.
+    consumer_concurrency: int = Field(default=4, ge=1, le=64)
+    # Fault switch for the fault suite (default off): each send waits this long once claimed,
+    # a relay slower than the ack wait, so JetStream redelivers events still being sent. Keep it
+    # below claim_timeout_seconds, or the redelivery takes the claim over and sends again.
+    fault_handler_delay_seconds: float = Field(default=0.0, ge=0, le=600)
 
     @model_validator(mode="after")
     def _claims_outlast_sends(self) -> NotificationSettings:
         if self.claim_timeout_seconds <= self.smtp_timeout_seconds:
             raise ValueError("claim_timeout_seconds must be longer than smtp_timeout_seconds")
+        if self.fault_handler_delay_seconds >= self.claim_timeout_seconds:
+            raise ValueError("fault_handler_delay_seconds must be shorter than the claim timeout")
         return self
