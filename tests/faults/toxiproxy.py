@@ -132,6 +132,11 @@ def bandwidth(kilobytes_per_second: int, *, stream: Stream = "downstream") -> To
     return Toxic(f"bandwidth-{stream}", "bandwidth", {"rate": kilobytes_per_second}, stream)
 
 
+def slow_close(delay_ms: int, *, stream: Stream = "downstream") -> Toxic:
+    """A closed connection stays open to the other side for ``delay_ms`` more."""
+    return Toxic(f"slow-close-{stream}", "slow_close", {"delay": delay_ms}, stream)
+
+
 class ToxiproxyError(RuntimeError):
     pass
 

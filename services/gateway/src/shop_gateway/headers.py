@@ -35,6 +35,8 @@ SPOOFABLE = frozenset(
         b"forwarded",
         b"x-real-ip",
         b"x-request-id",
+        # The upstream's time budget is the gateway's to set (shopkit.deadline).
+        b"x-request-budget-ms",
     }
 )
 SPOOFABLE_PREFIXES = (b"x-forwarded-", b"x-user-", b"x-internal-")

@@ -1,4 +1,5 @@
-"""Request context (request id, access log) and RED metrics, as one cheap ASGI middleware.
+"""Request context (request id, deadline, access log) and RED metrics, as one cheap ASGI
+middleware.
 
 Metric names are declared here once; route templates (never raw paths) are the labels so an
 attacker walking random URLs cannot explode the series count.
@@ -22,6 +23,7 @@ from prometheus_client import (
 from prometheus_client import multiprocess as prom_multiprocess
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shopkit import deadline as deadlines
 from shopkit.errors import DomainError, NotFound, PayloadTooLarge, Unprocessable
 from shopkit.logs import accept_request_id, request_id_var
 
@@ -40,7 +42,8 @@ HTTP_DURATION = Histogram(
 )
 PEER_CALLS = Counter(
     "shop_peer_calls",
-    "Calls to another service, by outcome (ok, failed, short-circuited, rejected).",
+    "Calls to another service, by outcome (ok, failed, short-circuited, rejected, "
+    "deadline-exceeded: not sent for lack of time, deadline-cut: ended by the deadline).",
     ["service", "peer", "outcome"],
 )
 PEER_DURATION = Histogram(
@@ -54,6 +57,14 @@ BREAKER_STATE = Gauge(
     "Circuit breaker of a peer: 0 closed, 1 open, 2 half-open.",
     ["service", "peer"],
     multiprocess_mode="max",
+)
+
+
+HTTP_IN_FLIGHT = Gauge(
+    "shop_http_in_flight_requests",
+    "Requests being served right now.",
+    ["service"],
+    multiprocess_mode="livesum",
 )
 
 
@@ -72,7 +83,10 @@ def route_template(scope: Scope) -> str:
 
 
 class RequestContextMiddleware:
-    """Sets the request id (the client's if well formed), echoes it, logs and measures."""
+    """Sets the request id (the client's if well formed), echoes it, logs and measures.
+
+    A caller's ``X-Request-Budget-Ms`` becomes the request's deadline (:mod:`shopkit.deadline`);
+    without one, or with a malformed one, the request has none."""
 
     def __init__(self, app: ASGIApp, *, service: str) -> None:
         self.app = app
@@ -83,12 +97,16 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         given = None
+        budget = None
         for name, value in scope["headers"]:
             if name == b"x-request-id":
-                given = value.decode("latin-1")
-                break
+                if given is None:
+                    given = value.decode("latin-1")
+            elif name == deadlines.BUDGET_HEADER_RAW and budget is None:
+                budget = value
         request_id = accept_request_id(given)
         token = request_id_var.set(request_id)
+        deadline_token = deadlines.enter(deadlines.from_header(budget))
         started = time.perf_counter()
         status = 500
         encoded_id = request_id.encode()
@@ -118,6 +136,7 @@ class RequestContextMiddleware:
                     status,
                     extra={"fields": {"status": status, "route": route, "ms": elapsed * 1000}},
                 )
+            deadlines.leave(deadline_token)
             request_id_var.reset(token)
 
 
