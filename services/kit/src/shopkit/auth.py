@@ -4,6 +4,9 @@ The user service signs EdDSA (Ed25519) tokens and publishes the public keys as a
 else fetches that set, caches it, and refetches when a token names a key id it has not seen (key
 rotation) — at most once per ``refetch_interval`` so forged kids cannot turn into a request storm.
 Calls between services on internal routes carry a shared internal token instead.
+
+The time claims (``iat``, ``nbf``, ``exp``) are checked here, on the service's own clock
+(:mod:`shopkit.clock`), with a leeway for clock skew between the issuer and the verifier.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hmac
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -22,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from fastapi import Depends, Request
 
+from shopkit import clock
 from shopkit.discovery import Discovery
 from shopkit.errors import Forbidden, Unauthorized
 from shopkit.http import INTERNAL_TOKEN_HEADER
@@ -50,13 +55,15 @@ class TokenVerifier:
         *,
         issuer: str,
         audience: str,
-        leeway: int = 60,
+        leeway: int = 360,
         refetch_interval: float = 30.0,
+        now: Callable[[], float] = clock.now,
     ) -> None:
         self._fetch = fetch_jwks
         self._issuer = issuer
         self._audience = audience
         self._leeway = leeway
+        self._now = now
         self._refetch_interval = refetch_interval
         self._keys: dict[str, Any] = {}
         self._fetched_at = float("-inf")
@@ -110,16 +117,45 @@ class TokenVerifier:
                 algorithms=[ALGORITHM],
                 audience=self._audience,
                 issuer=self._issuer,
-                leeway=self._leeway,
-                options={"require": ["exp", "iat", "sub", "iss", "aud"]},
+                options={
+                    "require": ["exp", "iat", "sub", "iss", "aud"],
+                    # Checked below on the service's clock, which PyJWT does not know.
+                    "verify_exp": False,
+                    "verify_iat": False,
+                    "verify_nbf": False,
+                },
             )
         except jwt.PyJWTError as exc:
             raise Unauthorized("token is not valid") from exc
+        self._check_times(claims)
         roles = claims.get("roles", [])
         email = claims.get("email", "")
         if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
             raise Unauthorized("token is not valid")
         return Principal(user_id=str(claims["sub"]), email=str(email), roles=tuple(roles))
+
+    def _check_times(self, claims: dict[str, Any]) -> None:
+        """exp in the past, or iat/nbf in the future, by more than the leeway: refused. Within
+        the leeway either clock may be the wrong one, so the token is given the benefit."""
+        times: dict[str, int | float] = {}
+        for name in ("exp", "iat", "nbf"):
+            value = claims.get(name)
+            if value is None and name == "nbf":
+                continue
+            # JSON as Python reads it admits NaN and Infinity: neither is a time. Integers are
+            # compared as they are (a huge one must not overflow a float conversion).
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or (isinstance(value, float) and not math.isfinite(value))
+            ):
+                raise Unauthorized("token is not valid")
+            times[name] = value
+        now = self._now()
+        if times["exp"] <= now - self._leeway:
+            raise Unauthorized("token has expired")
+        if max(times["iat"], times.get("nbf", times["iat"])) > now + self._leeway:
+            raise Unauthorized("token is not valid yet")
 
 
 def remote_jwks(

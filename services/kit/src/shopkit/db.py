@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import DateTime, Select, TypeDecorator, and_, event, or_, text
 from sqlalchemy.engine import Dialect, make_url
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -26,7 +26,13 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from shopkit.errors import ServiceUnavailable
+from shopkit import clock
+from shopkit.errors import DatabaseUnavailable, is_database_unavailable
+
+# How long a write waits for a lock held by another transaction before the request is answered
+# 503 (SQLite's busy timeout; PostgreSQL's lock_timeout). A SQLite URL's own ``?timeout=``
+# (seconds, SQLAlchemy's pysqlite parameter) takes precedence.
+DEFAULT_LOCK_TIMEOUT_SECONDS = 5.0
 
 
 def normalize_url(url: str) -> str:
@@ -43,26 +49,40 @@ class Database:
     """Owns the engine and the session factory of one service."""
 
     def __init__(
-        self, url: str, *, pool_size: int = 10, sqlite_synchronous: str = "NORMAL"
+        self,
+        url: str,
+        *,
+        pool_size: int = 10,
+        sqlite_synchronous: str = "NORMAL",
+        lock_timeout: float = DEFAULT_LOCK_TIMEOUT_SECONDS,
     ) -> None:
         self.url = normalize_url(url)
         self.is_sqlite = self.url.startswith("sqlite")
         kwargs: dict[str, Any] = {"pool_pre_ping": not self.is_sqlite}
+        parsed = make_url(self.url)
         if self.is_sqlite:
-            database = make_url(self.url).database
-            if database and database != ":memory:":
+            database = parsed.database
+            if database and database != ":memory:" and not parsed.query.get("uri"):
                 Path(database).parent.mkdir(parents=True, exist_ok=True)
-            kwargs["connect_args"] = {"timeout": 5}
+            timeout = parsed.query.get("timeout")
+            self.lock_timeout = float(timeout) if isinstance(timeout, str) else lock_timeout
+            kwargs["connect_args"] = {"timeout": self.lock_timeout}
         else:
+            self.lock_timeout = lock_timeout
             kwargs.update(pool_size=pool_size, max_overflow=pool_size)
+            if parsed.drivername.endswith("+asyncpg"):
+                # Without it a write waits on a row lock for as long as the holder keeps it.
+                lock_ms = str(round(lock_timeout * 1000))
+                kwargs["connect_args"] = {"server_settings": {"lock_timeout": lock_ms}}
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         # Reads get their own engine on SQLite: a deferred BEGIN takes no lock, so GET requests
         # never queue behind writers (WAL gives them a consistent snapshot).
         self.read_engine: AsyncEngine = self.engine
         if self.is_sqlite:
-            _configure_sqlite(self.engine, sqlite_synchronous, begin="BEGIN IMMEDIATE")
+            busy_ms = round(self.lock_timeout * 1000)
+            _configure_sqlite(self.engine, sqlite_synchronous, busy_ms, begin="BEGIN IMMEDIATE")
             self.read_engine = create_async_engine(self.url, **kwargs)
-            _configure_sqlite(self.read_engine, sqlite_synchronous, begin="BEGIN")
+            _configure_sqlite(self.read_engine, sqlite_synchronous, busy_ms, begin="BEGIN")
         # A session class of our own, so session events (the outbox relay's wake-up) can be
         # listened to for this database only.
         self.sync_session_class: type[Session] = type("ServiceSession", (Session,), {})
@@ -80,9 +100,17 @@ class Database:
             try:
                 yield session
                 await session.commit()
-            except OperationalError as exc:
-                await session.rollback()
-                raise database_unavailable() from exc
+            except DBAPIError as exc:
+                # The whole unit of work is undone, whichever statement (or the commit) failed:
+                # a request is stored entirely or not at all, never half.
+                try:
+                    await session.rollback()
+                except DBAPIError:
+                    # A connection that cannot even roll back is closed, not pooled or leaked.
+                    await session.invalidate()
+                if is_database_unavailable(exc):
+                    raise database_unavailable() from exc
+                raise
             except BaseException:
                 await session.rollback()
                 raise
@@ -100,20 +128,29 @@ class Database:
             await self.read_engine.dispose()
 
 
-def database_unavailable() -> ServiceUnavailable:
+def database_unavailable() -> DatabaseUnavailable:
     """A locked, read-only or unreachable database is a temporary condition, not a client error."""
-    return ServiceUnavailable("the database is temporarily unavailable", retry_after=1)
+    return DatabaseUnavailable(retry_after=1)
 
 
-def _configure_sqlite(engine: AsyncEngine, synchronous: str, *, begin: str) -> None:
+def _configure_sqlite(engine: AsyncEngine, synchronous: str, busy_ms: int, *, begin: str) -> None:
     # pysqlite's own transaction handling defers BEGIN and never takes the write lock up front:
     # two concurrent writers then fail with "database is locked" instead of waiting. Taking the
     # lock with BEGIN IMMEDIATE makes writers queue on busy_timeout, which is what we want.
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        try:
+            _prepare(dbapi_conn)
+        except BaseException:
+            # The pool drops a connection whose set-up failed (a locked file) without closing
+            # it: close it here, or its driver thread outlives it.
+            dbapi_conn.close()
+            raise
+
+    def _prepare(dbapi_conn: Any) -> None:
         dbapi_conn.isolation_level = None
         cursor = dbapi_conn.cursor()
-        cursor.execute("PRAGMA busy_timeout=5000")
+        cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
         # Switching a fresh file to WAL fails at once ("database is locked"), without waiting on
         # busy_timeout, when another process or connection does it at the same moment.
         for attempt in range(50):
@@ -183,4 +220,5 @@ async def add_unique(session: AsyncSession, *rows: object) -> bool:
 
 
 def utcnow() -> datetime:
-    return datetime.now(UTC)
+    """Now, on this service's clock (see :mod:`shopkit.clock` for the fault switch)."""
+    return clock.utcnow()

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
@@ -127,6 +127,57 @@ class ServiceUnavailable(DomainError):
         super().__init__(detail, extra=extra, headers={"Retry-After": str(retry_after)})
 
 
+class DatabaseUnavailable(ServiceUnavailable):
+    """The database refused a write for now (locked, read-only, restarting): nothing of the
+    request was stored, and the same request may be sent again after Retry-After."""
+
+    slug = "database-unavailable"
+    title = "Database unavailable"
+
+    def __init__(self, detail: str | None = None, *, retry_after: int = 1) -> None:
+        super().__init__(
+            detail or "the database is temporarily unavailable", retry_after=retry_after
+        )
+
+
+# SQLite primary result codes of a condition that passes: BUSY, LOCKED, READONLY, IOERR, FULL
+# and CANTOPEN (https://sqlite.org/rescode.html). Extended codes carry them in the low byte.
+_SQLITE_UNAVAILABLE = frozenset({5, 6, 8, 10, 13, 14})
+# PostgreSQL SQLSTATEs of the same kind: lock_not_available (lock_timeout),
+# read_only_sql_transaction, query_canceled (statement_timeout), serialization_failure,
+# deadlock_detected, idle-in-transaction and transaction timeouts.
+_PG_UNAVAILABLE = frozenset({"55P03", "25006", "57014", "40001", "40P01", "25P03", "25P04"})
+# Whole classes: connection exceptions, insufficient resources, operator intervention
+# (admin_shutdown, crash_shutdown, cannot_connect_now).
+_PG_UNAVAILABLE_CLASSES = ("08", "53", "57P")
+_UNAVAILABLE_MESSAGES = (
+    "database is locked",
+    "database table is locked",
+    "readonly database",
+    "read-only transaction",
+    "unable to open database file",
+    "disk i/o error",
+)
+
+
+def is_database_unavailable(exc: BaseException) -> bool:
+    """Whether a database error is a temporary refusal (answer 503, retry later) rather than a
+    bug or bad input. Nothing is written when it happens: the transaction is rolled back."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    orig = exc.orig
+    code = getattr(orig, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF in _SQLITE_UNAVAILABLE
+    sqlstate = getattr(orig, "sqlstate", None)
+    if isinstance(sqlstate, str) and sqlstate:
+        return sqlstate in _PG_UNAVAILABLE or sqlstate.startswith(_PG_UNAVAILABLE_CLASSES)
+    message = str(orig).lower()
+    return any(text in message for text in _UNAVAILABLE_MESSAGES)
+
+
 def validation_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
     """Reduce pydantic's errors to loc and msg: echoing input back can leak or bloat answers."""
     return [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", ""))} for e in errors]
@@ -161,6 +212,14 @@ def install_problem_handlers(app: FastAPI) -> None:
         # a number out of a column's range): the client's input, so 422, never 500.
         return problem(422, "invalid-value", "A value in the request cannot be stored")
 
+    async def on_database_error(request: Request, exc: Exception) -> Response:
+        # Sessions turn these into DatabaseUnavailable already; this catches the ones raised
+        # outside a session (a query run on a bare connection), so a lock is never a 500.
+        if is_database_unavailable(exc):
+            log.warning("database unavailable: %s", exc.__class__.__name__)
+            return DatabaseUnavailable().to_response()
+        return await on_unexpected(request, exc)
+
     async def on_unexpected(_: Request, exc: Exception) -> Response:
         log.exception("unhandled error", exc_info=exc)
         return problem(500, "internal-error", "Internal error")
@@ -169,4 +228,5 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(DataError, on_data_error)
+    app.add_exception_handler(DBAPIError, on_database_error)
     app.add_exception_handler(Exception, on_unexpected)

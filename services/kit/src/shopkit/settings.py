@@ -9,11 +9,12 @@ those defaults are refused, because a shared well-known secret is no secret.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shopkit import clock
 from shopkit.resilience import ResiliencePolicy
 
 DEV_INTERNAL_TOKEN = "sweetslice-dev-internal-token"  # noqa: S105 - refused outside development
@@ -34,7 +35,9 @@ class ServiceSettings(BaseSettings):
     internal_token: SecretStr = SecretStr(DEV_INTERNAL_TOKEN)
     jwt_issuer: str = "sweetslice-user"
     jwt_audience: str = "sweetslice"
-    jwt_leeway_seconds: int = Field(default=60, ge=0, le=600)
+    # Clock skew tolerated on a token's iat, nbf and exp: more than the 5 minutes RELIABILITY.md
+    # (R17) says a service's clock may be off, so a fast or slow clock is not a logout.
+    jwt_leeway_seconds: int = Field(default=360, ge=0, le=600)
     http_timeout_seconds: float = Field(default=5.0, gt=0)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     # Breakers, bulkheads and retries for calls to peers, e.g. <PREFIX>RESILIENCE__RETRIES=1.
@@ -42,11 +45,21 @@ class ServiceSettings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = True
 
+    # FAULT INJECTION, for tests only: shifts this service's wall clock (stored timestamps, token
+    # iat/exp, reservation expiry) by this many seconds, to show that bounded skew between
+    # services is tolerated (RELIABILITY.md R17). Refused in production.
+    fault_clock_offset_seconds: float = Field(default=0.0, ge=-86400, le=86400)
+
     # Subclasses name their service; it picks the default SQLite file and labels logs and metrics.
     service_name: str = "service"
 
     @model_validator(mode="after")
     def _refuse_unsafe_defaults(self) -> Self:
+        if self.environment != "development" and self.fault_clock_offset_seconds:
+            raise ValueError(
+                "fault_clock_offset_seconds is a fault-injection switch for tests; "
+                f"it must be 0 when environment={self.environment}"
+            )
         if self.environment != "development":
             unsafe = self.unsafe_defaults()
             if unsafe:
@@ -55,6 +68,14 @@ class ServiceSettings(BaseSettings):
                     f"{self.environment}: set {', '.join(sorted(unsafe))}"
                 )
         return self
+
+    def model_post_init(self, context: Any, /) -> None:
+        # A service loads its settings once per process before anything reads the clock, so
+        # this is where the fault switch takes effect (and where a default of 0 resets it).
+        # Production refuses the switch (above); it never shifts the clock even for a moment.
+        super().model_post_init(context)
+        development = self.environment == "development"
+        clock.set_offset(self.fault_clock_offset_seconds if development else 0.0)
 
     def unsafe_defaults(self) -> list[str]:
         """Names of settings still holding a development-only value; subclasses extend it."""

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from shopkit.db import Database, utcnow
-from shopkit.errors import DomainError
+from shopkit.errors import DatabaseUnavailable, DomainError
 from shopkit.http import PeerUnavailable
 from shopkit.messaging import enqueue
 from sqlalchemy.exc import IntegrityError
@@ -83,6 +83,11 @@ def in_progress(order_id: str) -> Answer:
         extra={"order_id": order_id},
     )
     return Answer(error.status, error.to_body(), {"Retry-After": "1"})
+
+
+def accepted(order: Order) -> Answer:
+    """Charged, and what is left is the recovery loop's: the order as far as it got."""
+    return Answer(202, to_read(order).model_dump(mode="json"))
 
 
 def charge_view(charge: Charge) -> ChargeView:
@@ -193,7 +198,9 @@ class OrderSaga:
             return order
 
     async def _load(self, order_id: str) -> Order | None:
-        async with self._db.session() as session:
+        # A read takes no write lock: the answer can still be read while another writer holds
+        # the database (RELIABILITY.md R15), as it must once the money is taken.
+        async with self._db.session(read_only=True) as session:
             return await repository.get(session, order_id)
 
     async def _settled(self, order_id: str) -> Answer:
@@ -310,7 +317,8 @@ class OrderSaga:
             return await self._settled(order_id)
         try:
             outcome = await self._products.reserve(order_id, lines)
-        except PeerUnavailable:
+        except PeerUnavailable as exc:
+            log.warning("reservation of order %s: %s", order_id, exc.reason)
             error = InventoryUnavailable(
                 "the stock could not be reserved",
                 retry_after=RETRY_AFTER_SECONDS,
@@ -357,7 +365,7 @@ class OrderSaga:
             )
             if charged is None:
                 return await self._settled(order_id)
-            return await self._complete(order_id)
+            return await self._complete(order_id, charged)
 
         charging = await self._move(
             order_id, [(Status.PENDING, Step.RESERVED)], (Status.PENDING, Step.CHARGING)
@@ -417,15 +425,22 @@ class OrderSaga:
                 view = ChargeView("", "", None, 0, 0)
 
         if finding is ChargeFinding.SUCCEEDED:
-            charged = await self._move(
-                order.id,
-                [(Status.PENDING, Step.CHARGING)],
-                (Status.PENDING, Step.CHARGED),
-                charge_id=view.id,
-            )
+            try:
+                charged = await self._move(
+                    order.id,
+                    [(Status.PENDING, Step.CHARGING)],
+                    (Status.PENDING, Step.CHARGED),
+                    charge_id=view.id,
+                )
+            except DatabaseUnavailable:
+                # The money is taken and the order stays at charging, which the recovery loop
+                # resolves by asking payment: it will be confirmed. A 503 would tell the client
+                # that nothing was charged.
+                log.warning("order %s charged; recording it is left to recovery", order.id)
+                return accepted(order)
             if charged is None:
                 return await self._settled(order.id)
-            return await self._complete(order.id)
+            return await self._complete(order.id, charged)
         if finding is ChargeFinding.DECLINED:
             return await self._fail_and_release(
                 order.id, Step.CHARGING, domain.decline_error(view.decline_code, order.id)
@@ -467,15 +482,21 @@ class OrderSaga:
             return not isinstance(result, TransitionRefused)
         return None
 
-    async def _complete(self, order_id: str) -> Answer:
-        """Charged: commit the reservation and confirm; or refund when the stock is gone."""
+    async def _complete(self, order_id: str, charged: Order | None = None) -> Answer:
+        """Charged: commit the reservation and confirm; or refund when the stock is gone.
+        ``charged`` is the order as the request saw it once charged (None in recovery)."""
         committed = await self._commit_reservation(order_id)
         if committed is None:
             # The money was taken: the order stays pending and the recovery loop commits it.
-            order = await self._load(order_id)
+            try:
+                order = await self._load(order_id)
+            except DatabaseUnavailable:
+                if charged is None:
+                    raise
+                order = charged
             if order is None:
                 return in_progress(order_id)
-            return Answer(202, to_read(order).model_dump(mode="json"))
+            return accepted(order)
         if not committed:
             error = CheckoutAborted(
                 "the reserved stock was no longer held; the charge is refunded",
@@ -490,10 +511,18 @@ class OrderSaga:
                 except PeerUnavailable as exc:
                     log.warning("refund of aborted order %s deferred: %s", order_id, exc)
             return await self._answer(voiding, order_id)
-        await self._move(
-            order_id, [(Status.PENDING, Step.CHARGED)], (Status.PENDING, Step.COMMITTED)
-        )
-        confirmed = await self._confirm(order_id)
+        try:
+            await self._move(
+                order_id, [(Status.PENDING, Step.CHARGED)], (Status.PENDING, Step.COMMITTED)
+            )
+            confirmed = await self._confirm(order_id)
+        except DatabaseUnavailable:
+            # Charged and the stock committed: the recovery loop confirms it (commit again is a
+            # no-op), so the client is told it is accepted, not that it failed.
+            if charged is None:
+                raise
+            log.warning("order %s committed; confirming it is left to recovery", order_id)
+            return accepted(charged)
         if confirmed is not None:
             await self._clear_cart(confirmed)
         return await self._answer(confirmed, order_id)
