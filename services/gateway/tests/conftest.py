@@ -149,7 +149,9 @@ def _upstream_app(upstream: TestUpstream, tokens: TokenFactory) -> web.Applicati
 
 
 @contextlib.asynccontextmanager
-async def serve_upstream(upstream: TestUpstream, tokens: TokenFactory) -> AsyncIterator[None]:
+async def serve_upstream(
+    upstream: TestUpstream, tokens: TokenFactory
+) -> AsyncIterator[TestUpstream]:
     runner = web.AppRunner(
         _upstream_app(upstream, tokens), shutdown_timeout=0.5, handler_cancellation=True
     )
@@ -159,7 +161,7 @@ async def serve_upstream(upstream: TestUpstream, tokens: TokenFactory) -> AsyncI
     await site.start()
     upstream.url = f"http://127.0.0.1:{port}"
     try:
-        yield
+        yield upstream
     finally:
         await runner.cleanup()
 
@@ -187,6 +189,14 @@ async def upstreams(tokens: TokenFactory) -> AsyncIterator[dict[str, TestUpstrea
         for upstream in found.values():
             await stack.enter_async_context(serve_upstream(upstream, tokens))
         yield found
+
+
+@pytest.fixture
+def another_instance(
+    tokens: TokenFactory,
+) -> Callable[[str], contextlib.AbstractAsyncContextManager[TestUpstream]]:
+    """A second instance of a service's stand-in, served for the block that asks for it."""
+    return lambda name: serve_upstream(TestUpstream(name), tokens)
 
 
 def gateway_settings(upstreams: dict[str, TestUpstream], **overrides: Any) -> GatewaySettings:

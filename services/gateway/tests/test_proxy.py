@@ -119,6 +119,28 @@ async def test_unreachable_upstream_is_503_with_retry_after(
     assert catalog.status_code == 200
 
 
+async def test_requests_are_spread_over_instances_and_skip_one_that_is_down(
+    gateway_factory: Any, upstreams: dict[str, Any], tokens: TokenFactory, another_instance: Any
+) -> None:
+    closed = f"http://127.0.0.1:{free_port()}"
+    async with (
+        another_instance("product") as twin,
+        gateway_factory(
+            product_url=f"{upstreams['product'].url},{twin.url}",
+            cart_url=f"{closed},{upstreams['cart'].url}",
+        ) as client,
+    ):
+        reads = [await client.get(f"/api/v1/products/p{i}") for i in range(6)]
+        # A write with no key too: a refused connection means the instance never saw it.
+        writes = [
+            await client.post("/api/v1/cart/items", json={}, headers=tokens.headers())
+            for _ in range(3)
+        ]
+    assert [r.status_code for r in reads + writes] == [200] * 9
+    assert len(upstreams["product"].calls) == 3 and len(twin.calls) == 3
+    assert upstreams["cart"].calls == ["POST /api/v1/cart/items"] * 3
+
+
 async def test_large_answer_streams_through_intact(gateway: httpx.AsyncClient) -> None:
     digest = hashlib.sha256()
     size = 0

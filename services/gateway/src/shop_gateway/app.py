@@ -20,7 +20,7 @@ from shopkit.discovery import StaticDiscovery
 from shopkit.errors import Unauthorized
 from shopkit.health import Check, run_checks
 from shopkit.logs import accept_request_id, configure_logging, request_id_var
-from shopkit.observability import HTTP_DURATION, HTTP_REQUESTS, metrics_payload
+from shopkit.observability import HTTP_DURATION, HTTP_IN_FLIGHT, HTTP_REQUESTS, metrics_payload
 from starlette.types import Receive, Scope, Send
 
 from shop_gateway.auth import EdgeAuth, KeysUnavailable
@@ -96,6 +96,7 @@ class Gateway:
             max_clients=settings.rate_limit_max_clients,
         )
         self.in_flight = 0
+        self._in_flight_gauge = HTTP_IN_FLIGHT.labels(settings.service_name)
         self._max_in_flight = settings.max_in_flight
         self._max_body = settings.max_body_bytes
         self._metrics = _Metrics(settings.service_name)
@@ -142,6 +143,7 @@ class Gateway:
                 if status:
                     return
             self.in_flight += 1
+            self._in_flight_gauge.inc()
             try:
                 client = scope.get("client")
                 address = client[0] if client else "unknown"
@@ -165,9 +167,11 @@ class Gateway:
                     incoming=incoming,
                     request_id=rid,
                     extra_headers=cors,
+                    arrived=started,
                 )
             finally:
                 self.in_flight -= 1
+                self._in_flight_gauge.dec()
         except Exception:
             log.exception("gateway error")
             raise

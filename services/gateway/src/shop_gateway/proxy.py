@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator
 
 import aiohttp
+from shopkit.deadline import BUDGET_HEADER, MIN_CALL_SECONDS, header_value
 from shopkit.discovery import Discovery
 from starlette.types import Message, Receive, Scope, Send
 from yarl import URL
@@ -24,6 +25,8 @@ from shop_gateway.headers import IncomingRequest, response_headers
 log = logging.getLogger("shop_gateway.proxy")
 
 UPSTREAM_RETRY_AFTER = {"Retry-After": "2"}
+# Methods whose repeat has the effect of one request (RFC 9110 9.2.2).
+REPEATABLE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 _LOG_EVERY_SECONDS = 5.0
 
 
@@ -103,6 +106,7 @@ class Proxy:
         self._timeout = aiohttp.ClientTimeout(
             total=timeout, sock_connect=min(connect_timeout, timeout)
         )
+        self._budget = timeout
         self._max_body = max_body_bytes
         self._log = _Throttled()
 
@@ -116,16 +120,28 @@ class Proxy:
         incoming: IncomingRequest,
         request_id: bytes,
         extra_headers: list[tuple[bytes, bytes]],
+        arrived: float | None = None,
     ) -> int:
-        """Relay the request; returns the status the client got (0 if it went away)."""
-        base = await self._discovery.resolve(service)
+        """Relay the request; returns the status the client got (0 if it went away).
+
+        The upstream is told in ``X-Request-Budget-Ms`` (:mod:`shopkit.deadline`) how long it
+        has: the upstream timeout less what the gateway already spent since the request
+        ``arrived`` (its ``time.perf_counter()``), such as a token check that fetched keys. The
+        gateway itself waits the whole upstream timeout, so the service always gives up first
+        and can still answer for itself."""
+        budget = self._budget
+        if arrived is not None:
+            budget -= time.perf_counter() - arrived
+            if budget < MIN_CALL_SECONDS:
+                return await self._out_of_time(send, service, request_id, extra_headers)
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
-        target = base + raw_path.decode("latin-1")
+        target = raw_path.decode("latin-1")
         query = scope["query_string"]
         if query:
             target += "?" + query.decode("latin-1")
         headers = incoming.forward
         headers.append(("X-Request-ID", request_id.decode("latin-1")))
+        headers.append((BUDGET_HEADER, header_value(budget)))
         client = scope.get("client")
         if client:
             headers.append(("X-Forwarded-For", client[0]))
@@ -152,14 +168,7 @@ class Proxy:
         try:
             # Awaited directly rather than as a context manager: one coroutine layer less to
             # resume at each suspension; the finally clause releases it the same way.
-            resp = await self._session.request(
-                scope["method"],
-                URL(target, encoded=True),
-                headers=headers,
-                data=data,
-                timeout=self._timeout,
-                allow_redirects=False,
-            )
+            resp = await self._open(service, scope["method"], target, headers, data)
             content = resp.content
             chunk = await content.readany()
             eof = content.at_eof()
@@ -191,6 +200,45 @@ class Proxy:
             if resp is not None:
                 # Back to the pool when fully read; closed otherwise.
                 resp.release()
+
+    async def _open(
+        self,
+        service: str,
+        method: str,
+        target: str,
+        headers: list[tuple[str, str]],
+        data: bytes | AsyncIterator[bytes] | None,
+    ) -> aiohttp.ClientResponse:
+        """Send to one instance of ``service``, moving on to the next one when the request
+        surely never reached it: no connection could be made (the instance is stopped,
+        restarting or draining after SIGTERM), or, for a request that may be repeated, a kept
+        connection was closed under it before any answer (a shutdown racing the pool)."""
+        repeatable = not isinstance(data, AsyncIterator) and (
+            method in REPEATABLE_METHODS
+            or any(name.lower() == "idempotency-key" for name, _ in headers)
+        )
+        instances = max(1, self._discovery.instance_count(service))
+        tried: list[str] = []
+        while True:
+            base = await self._discovery.resolve(service, avoid=tried)
+            try:
+                return await self._session.request(
+                    method,
+                    URL(base + target, encoded=True),
+                    headers=headers,
+                    data=data,
+                    timeout=self._timeout,
+                    allow_redirects=False,
+                )
+            except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError):
+                self._discovery.unreachable(service, base)
+                if len(tried) + 1 >= instances:
+                    raise
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+                # One more try than there are instances: a fresh connection to the same one.
+                if not repeatable or len(tried) + 1 > instances:
+                    raise
+            tried.append(base)
 
     async def _relay_rest(
         self, content: aiohttp.StreamReader, receive: Receive, send: Send, upload: _Upload
@@ -236,6 +284,21 @@ class Proxy:
             if not message.get("more_body", False):
                 upload.done = True
                 return
+
+    async def _out_of_time(
+        self, send: Send, service: str, request_id: bytes, extra: list[tuple[bytes, bytes]]
+    ) -> int:
+        await send_problem(
+            send,
+            503,
+            "deadline-exceeded",
+            "The request ran out of time",
+            f"no time was left to ask {service}",
+            request_id=request_id,
+            headers=UPSTREAM_RETRY_AFTER,
+            extra=extra,
+        )
+        return 503
 
     async def _too_large(
         self, send: Send, request_id: bytes, extra: list[tuple[bytes, bytes]]

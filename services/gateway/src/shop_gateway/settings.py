@@ -6,6 +6,7 @@ from typing import Annotated, Any, Self
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
+from shopkit.discovery import split_addresses
 from shopkit.settings import ServiceSettings
 
 UPSTREAMS = ("user", "product", "cart", "order", "notification")
@@ -63,10 +64,14 @@ class GatewaySettings(ServiceSettings):
 
     @field_validator("user_url", "product_url", "cart_url", "order_url", "notification_url")
     @classmethod
-    def _http_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("an upstream address must be an http:// or https:// URL")
-        return value.rstrip("/")
+    def _http_urls(cls, value: str) -> str:
+        # One address per instance, comma-separated: requests are spread over them.
+        urls = split_addresses(value)
+        if not urls or not all(url.startswith(("http://", "https://")) for url in urls):
+            raise ValueError(
+                "an upstream address must be http:// or https:// URLs, comma-separated"
+            )
+        return ",".join(urls)
 
     @model_validator(mode="after")
     def _check_lists(self) -> Self:

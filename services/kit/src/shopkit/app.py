@@ -21,13 +21,20 @@ from sqlalchemy import Table
 
 from shopkit.auth import TokenVerifier, remote_jwks
 from shopkit.db import Database
+from shopkit.deadline import detached_context
 from shopkit.discovery import Discovery, StaticDiscovery
 from shopkit.errors import install_problem_handlers
 from shopkit.health import Check
 from shopkit.health import router as health_router
 from shopkit.http import ServiceClient, new_client_session
 from shopkit.logs import configure_logging
-from shopkit.messaging import Broker, OutboxRelay
+from shopkit.messaging import (
+    Broker,
+    Inbox,
+    OutboxRelay,
+    inbox_audit_router,
+    outbox_audit_router,
+)
 from shopkit.migrations import migrate
 from shopkit.observability import RequestContextMiddleware, RequestGuardMiddleware
 from shopkit.resilience import PeerGuard
@@ -49,6 +56,7 @@ class Runtime:
     verifier: TokenVerifier
     broker: Broker | None = None
     outbox: OutboxRelay | None = None
+    inbox: Inbox | None = None
     checks: dict[str, Check] = field(default_factory=dict)
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     guards: dict[str, PeerGuard] = field(default_factory=dict)
@@ -68,8 +76,10 @@ class Runtime:
         )
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
-        """Background work that lives as long as the service and is cancelled at shutdown."""
-        task = asyncio.create_task(coro, name=name)
+        """Background work that lives as long as the service and is cancelled at shutdown.
+
+        It never inherits the deadline of a request that happens to start it."""
+        task = asyncio.create_task(coro, name=name, context=detached_context())
         task.add_done_callback(_log_crash)
         self.tasks.append(task)
 
@@ -91,6 +101,7 @@ def create_service_app(
     migrations: Path | None,
     peers: Mapping[str, str] | None = None,
     outbox: Table | None = None,
+    inbox: Table | None = None,
     use_broker: bool = False,
     jwks: Callable[[Runtime], Callable[[], Coroutine[Any, Any, dict[str, Any]]]] | None = None,
     setup: Setup | None = None,
@@ -134,6 +145,8 @@ def create_service_app(
             assert runtime.broker is not None
             runtime.outbox = OutboxRelay(db, outbox, runtime.broker)
             runtime.spawn(runtime.outbox.run(), "outbox-relay")
+        if inbox is not None:
+            runtime.inbox = Inbox(db, inbox)
         app.state.runtime = runtime
         app.state.db = db
         app.state.verifier = runtime.verifier
@@ -168,4 +181,9 @@ def create_service_app(
     app.include_router(health_router)
     for router in routers:
         app.include_router(router)
+    # What the service published and consumed, for checkers (docs/internal-api.md).
+    if outbox is not None:
+        app.include_router(outbox_audit_router(outbox))
+    if inbox is not None:
+        app.include_router(inbox_audit_router(inbox))
     return app

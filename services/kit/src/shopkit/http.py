@@ -3,10 +3,15 @@
 Anything that is not a usable answer from the peer (refused connection, timeout, 5xx, a body
 that is not the JSON we expect) becomes :class:`PeerUnavailable`, which renders as 503 with
 Retry-After: a broken peer is a dependency failure, never a 500 of ours.
+
+Within a request that carries a deadline (:mod:`shopkit.deadline`) a call waits no longer than
+the time left, tells the peer how long that is, and is not sent once no time is left
+(:class:`DeadlineExceeded`, a kind of :class:`PeerUnavailable`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from dataclasses import dataclass, field
@@ -15,6 +20,7 @@ from typing import Any, TypeVar
 import aiohttp
 from pydantic import BaseModel, ValidationError
 
+from shopkit import deadline as deadlines
 from shopkit.discovery import Discovery
 from shopkit.errors import ServiceUnavailable
 from shopkit.logs import request_id_var
@@ -34,6 +40,20 @@ class PeerUnavailable(ServiceUnavailable):
         super().__init__(f"{peer} is unavailable: {reason}", retry_after=2)
         self.peer = peer
         self.reason = reason
+
+
+class DeadlineExceeded(PeerUnavailable):
+    """The request's deadline left no time for a call (it was not sent), or ended it (reason
+    "timed out", as for any timeout: the peer may have acted). Still a dependency failure, so
+    every caller's handling of :class:`PeerUnavailable` applies; 503 rather than 504 because
+    the service answers it itself, knowing what it did, and 504 is the gateway's "no answer,
+    outcome unknown"."""
+
+    slug = "deadline-exceeded"
+    title = "The request ran out of time"
+
+    def __init__(self, peer: str, reason: str = "no time left in the request's budget") -> None:
+        super().__init__(peer, reason)
 
 
 @dataclass(frozen=True)
@@ -88,11 +108,17 @@ class ServiceClient:
         """One call through the peer's guard. ``idempotent`` (default: GET and HEAD) allows
         retries; a write is idempotent when a key or the resource id makes a repeat harmless."""
         guard = self._guard
+        bound = deadlines.bounding(method)
+        if bound is not None and bound.remaining() < deadlines.MIN_CALL_SECONDS:
+            if guard is not None:
+                PEER_CALLS.labels(guard.service, self.peer, "deadline-exceeded").inc()
+            raise DeadlineExceeded(self.peer)
         call: dict[str, Any] = {
             "json_body": json_body,
             "params": params,
             "headers": headers,
             "timeout": timeout,
+            "bound": bound,
         }
         if guard is None:
             return await self._send(method, path, **call)
@@ -112,21 +138,30 @@ class ServiceClient:
                 try:
                     response = await self._send(method, path, **call)
                 except BaseException as exc:
-                    if not isinstance(exc, PeerUnavailable):
-                        guard.breaker.abandon()  # cancelled: no verdict on the peer
+                    if not isinstance(exc, PeerUnavailable) or isinstance(exc, DeadlineExceeded):
+                        # Cancelled, or cut short by our own deadline: no verdict on the peer.
+                        guard.breaker.abandon()
+                        if isinstance(exc, DeadlineExceeded):
+                            sent = exc.reason == "timed out"
+                            outcome = "deadline-cut" if sent else "deadline-exceeded"
+                            PEER_CALLS.labels(guard.service, self.peer, outcome).inc()
                         raise
                     guard.breaker.record(success=False)
                     PEER_CALLS.labels(guard.service, self.peer, "failed").inc()
                     # A timeout already spent the caller's budget; fast failures are cheap.
+                    # A retry must still fit in the request's deadline, after its pause.
+                    pause = guard.backoff(attempt)
+                    fits = bound is None or bound.remaining() - pause >= deadlines.MIN_CALL_SECONDS
                     if (
                         retryable
                         and exc.reason != "timed out"
                         and attempt < guard.policy.retries
+                        and fits
                         and guard.budget.spend()
                         and guard.breaker.allow()
                     ):
                         try:
-                            await guard.pause(attempt)
+                            await asyncio.sleep(pause)
                         except BaseException:
                             guard.breaker.abandon()
                             raise
@@ -153,27 +188,53 @@ class ServiceClient:
         params: dict[str, str] | None,
         headers: dict[str, str] | None,
         timeout: float | None,
+        bound: deadlines.Deadline | None = None,
     ) -> PeerResponse:
         base = await self._discovery.resolve(self.peer)
         sent_headers = {INTERNAL_TOKEN_HEADER: self._internal_token}
         request_id = request_id_var.get()
         if request_id:
             sent_headers["X-Request-ID"] = request_id
+        wait = timeout or self._timeout
+        cut = False
+        if bound is not None:
+            left = bound.remaining()
+            if left < deadlines.MIN_CALL_SECONDS:
+                raise DeadlineExceeded(self.peer)
+            if left < wait:
+                wait, cut = left, True
+            sent_headers[deadlines.BUDGET_HEADER] = deadlines.header_value(wait)
         sent_headers.update(headers or {})
-        budget = aiohttp.ClientTimeout(total=timeout or self._timeout)
+        budget = aiohttp.ClientTimeout(total=wait)
+        # An instance that refuses the connection never saw the request, whatever its method:
+        # the next instance gets it (a service may run several, see shopkit.discovery).
+        others = self._discovery.instance_count(self.peer) - 1
+        tried: list[str] = []
         try:
-            async with self._session.request(
-                method,
-                base + path,
-                json=json_body,
-                params=params,
-                headers=sent_headers,
-                timeout=budget,
-            ) as resp:
-                raw = await resp.read()
-                status = resp.status
-                resp_headers = dict(resp.headers.items())
+            while True:
+                try:
+                    async with self._session.request(
+                        method,
+                        base + path,
+                        json=json_body,
+                        params=params,
+                        headers=sent_headers,
+                        timeout=budget,
+                    ) as resp:
+                        raw = await resp.read()
+                        status = resp.status
+                        resp_headers = dict(resp.headers.items())
+                    break
+                except aiohttp.ClientConnectorError:
+                    self._discovery.unreachable(self.peer, base)
+                    tried.append(base)
+                    if others <= 0:
+                        raise
+                    others -= 1
+                    base = await self._discovery.resolve(self.peer, avoid=tried)
         except TimeoutError as exc:
+            if cut:
+                raise DeadlineExceeded(self.peer, "timed out") from exc
             raise PeerUnavailable(self.peer, "timed out") from exc
         except aiohttp.ClientError as exc:
             raise PeerUnavailable(self.peer, type(exc).__name__) from exc

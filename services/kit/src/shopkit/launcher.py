@@ -102,6 +102,17 @@ class PlatformConfig:
     # (service, peer) -> the address that service is given for that peer instead of the peer's
     # own, so fault tests can route one edge of the call graph through a proxy.
     peer_urls: dict[tuple[str, str], str] = field(default_factory=dict)
+    # Instances per service (default 1). Extra ones are named "<service>-2", "<service>-3"...,
+    # share the service's database, and are listed with it in every caller's peer address.
+    replicas: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = set(self.replicas) - set(SERVICES)
+        if unknown or any(n < 1 for n in self.replicas.values()):
+            raise ValueError(f"replicas: one or more instances of {SERVICES}, got {self.replicas}")
+        missing = [name for name in self.instances() if name not in self.ports]
+        for name, port in zip(missing, free_ports(len(missing)), strict=True):
+            self.ports[name] = port
 
     @classmethod
     def ephemeral(cls, data_dir: Path, **kwargs: object) -> PlatformConfig:
@@ -110,23 +121,36 @@ class PlatformConfig:
         ports = dict(zip(DEFAULT_PORTS, service_ports, strict=True))
         return cls(data_dir=data_dir, ports=ports, nats_port=nats_port, **kwargs)  # type: ignore[arg-type]
 
-    def url(self, service: str) -> str:
-        return f"http://{self.host}:{self.ports[service]}"
+    def instances(self, service: str | None = None) -> list[str]:
+        """Process names: of one service, or of every service and the gateway."""
+        names = [service] if service else [*SERVICES, "gateway"]
+        return [
+            name if i == 1 else f"{name}-{i}"
+            for name in names
+            for i in range(1, self.replicas.get(name, 1) + 1)
+        ]
+
+    def url(self, instance: str) -> str:
+        return f"http://{self.host}:{self.ports[instance]}"
 
     def peer_url(self, service: str, peer: str) -> str:
-        """Where ``service`` reaches ``peer``: the peer itself unless ``peer_urls`` reroutes it."""
-        return self.peer_urls.get((service, peer), self.url(peer))
+        """Where ``service`` reaches ``peer``: every instance of it (comma-separated), unless
+        ``peer_urls`` reroutes that edge."""
+        found = self.peer_urls.get((service, peer))
+        return found or ",".join(self.url(name) for name in self.instances(peer))
 
     @property
     def nats_url(self) -> str:
         return f"nats://{self.host}:{self.nats_port}"
 
-    def env_for(self, service: str) -> dict[str, str]:
-        """The environment one service is started with (its own prefix, plus the admin pair)."""
+    def env_for(self, instance: str) -> dict[str, str]:
+        """The environment one instance is started with (its service's prefix and settings, its
+        own port, plus the admin pair)."""
+        service = service_of(instance)
         prefix = f"SWEETSLICE_{service.upper()}_"
         settings = {
             "HOST": self.host,
-            "PORT": str(self.ports[service]),
+            "PORT": str(self.ports[instance]),
             "DATA_DIR": str(self.data_dir.resolve()),
             "NATS_URL": self.nats_url,
             "USER_URL": self.peer_url(service, "user"),
@@ -141,6 +165,11 @@ class PlatformConfig:
             env["SWEETSLICE_ADMIN_EMAIL"], env["SWEETSLICE_ADMIN_PASSWORD"] = self.admin
         env.update(self.extra_env.get(service, {}))
         return env
+
+
+def service_of(instance: str) -> str:
+    """``"product-2"`` -> ``"product"``."""
+    return instance.rsplit("-", 1)[0] if instance[-1].isdigit() else instance
 
 
 class Child:
@@ -220,11 +249,10 @@ class Platform:
             logs / "nats.log",
         )
         self.children: dict[str, Child] = {"nats": self.nats}
-        for name in (*SERVICES, "gateway"):
+        for name in config.instances():
             env = {**base_env, **config.env_for(name)}
-            self.children[name] = Child(
-                name, [python, "-m", f"shop_{name}.main"], env, logs / f"{name}.log"
-            )
+            module = f"shop_{service_of(name)}.main"
+            self.children[name] = Child(name, [python, "-m", module], env, logs / f"{name}.log")
         self._http: aiohttp.ClientSession | None = None
 
     @property
@@ -237,8 +265,14 @@ class Platform:
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2))
         await self.nats.start()
-        await asyncio.gather(*(c.start() for n, c in self.children.items() if n != "nats"))
-        await self.wait_ready(READY_TIMEOUT_SECONDS)
+        # Extra instances start once the first is ready: it has run the migrations by then.
+        first = [n for n in self.children if n != "nats" and service_of(n) == n]
+        await asyncio.gather(*(self.children[n].start() for n in first))
+        await self.wait_ready(READY_TIMEOUT_SECONDS, ("nats", *first))
+        extra = [n for n in self.children if service_of(n) != n]
+        if extra:
+            await asyncio.gather(*(self.children[n].start() for n in extra))
+            await self.wait_ready(READY_TIMEOUT_SECONDS, tuple(extra))
         return time.monotonic() - started
 
     async def is_ready(self, name: str) -> bool:
@@ -318,6 +352,13 @@ class Platform:
         return "\n".join(rows)
 
 
+def _replica(value: str) -> tuple[str, int]:
+    service, _, count = value.partition("=")
+    if service not in SERVICES or not count.isdigit() or int(count) < 1:
+        raise argparse.ArgumentTypeError(f"expected SERVICE=N with SERVICE one of {SERVICES}")
+    return service, int(count)
+
+
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Run Sweet Slice locally.")
     parser.add_argument("--port", type=int, default=int(os.environ.get("SWEETSLICE_PORT", "8080")))
@@ -325,6 +366,14 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--data-dir", type=Path, default=Path(os.environ.get("SWEETSLICE_DATA_DIR", ".run"))
     )
     parser.add_argument("--reset", action="store_true", help="delete the data directory first")
+    parser.add_argument(
+        "--replicas",
+        type=_replica,
+        action="append",
+        default=[],
+        metavar="SERVICE=N",
+        help="run N instances of a service (repeatable), e.g. --replicas product=2",
+    )
     return parser.parse_args(argv)
 
 
@@ -334,7 +383,7 @@ async def _run(args: argparse.Namespace) -> int:
     admin_email = os.environ.get("SWEETSLICE_ADMIN_EMAIL")
     admin_password = os.environ.get("SWEETSLICE_ADMIN_PASSWORD")
     admin = (admin_email, admin_password) if admin_email and admin_password else None
-    config = PlatformConfig(data_dir=args.data_dir, admin=admin)
+    config = PlatformConfig(data_dir=args.data_dir, admin=admin, replicas=dict(args.replicas))
     config.ports["gateway"] = args.port
     platform = Platform(config)
     stop = asyncio.Event()

@@ -1,0 +1,124 @@
+"""Several instances of a service: spread calls, pass over one that refuses connections, and the
+launcher's replicas that make them."""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from shopkit.discovery import StaticDiscovery, UnknownService, split_addresses
+from shopkit.http import PeerUnavailable, ServiceClient, new_client_session
+from shopkit.launcher import Platform, PlatformConfig, service_of
+from shopkit.testing import free_port
+
+
+def test_addresses_are_split_and_trimmed() -> None:
+    assert split_addresses(" http://a:1/, http://b:2 ,,") == ("http://a:1", "http://b:2")
+    assert split_addresses("") == ()
+
+
+async def test_instances_are_taken_in_turn_and_an_unreachable_one_is_passed_over() -> None:
+    discovery = StaticDiscovery({"cart": "http://a:1,http://b:2,http://c:3", "user": ""})
+    picks = [await discovery.resolve("cart") for _ in range(6)]
+    assert collections.Counter(picks) == {"http://a:1": 2, "http://b:2": 2, "http://c:3": 2}
+    assert discovery.instance_count("cart") == 3
+    assert discovery.instance_count("user") == 0
+    with pytest.raises(UnknownService):
+        await discovery.resolve("user")
+
+    discovery.unreachable("cart", "http://b:2")
+    discovery.unreachable("cart", "http://elsewhere:9")  # not one of its instances: ignored
+    assert {await discovery.resolve("cart") for _ in range(6)} == {"http://a:1", "http://c:3"}
+
+
+async def test_when_every_instance_failed_one_is_still_tried() -> None:
+    discovery = StaticDiscovery({"cart": "http://a:1,http://b:2"})
+    discovery.unreachable("cart", "http://a:1")
+    discovery.unreachable("cart", "http://b:2")
+    assert await discovery.resolve("cart") in {"http://a:1", "http://b:2"}
+    # A caller that just failed on b goes to a, which failed longer ago and may be back.
+    assert {await discovery.resolve("cart", avoid=["http://b:2"]) for _ in range(4)} == {
+        "http://a:1"
+    }
+    assert await discovery.resolve("cart", avoid=["http://a:1", "http://b:2"]) in {
+        "http://a:1",
+        "http://b:2",
+    }
+
+
+async def test_ejection_ends_after_its_period() -> None:
+    discovery = StaticDiscovery({"cart": "http://a:1,http://b:2"}, eject_seconds=0.0)
+    discovery.unreachable("cart", "http://a:1")
+    assert {await discovery.resolve("cart") for _ in range(4)} == {"http://a:1", "http://b:2"}
+
+
+@pytest.fixture
+async def live_peer() -> AsyncIterator[tuple[str, list[str]]]:
+    seen: list[str] = []
+
+    async def record(request: web.Request) -> web.Response:
+        seen.append(request.method)
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_route("*", "/thing", record)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    yield f"http://127.0.0.1:{port}", seen
+    await runner.cleanup()
+
+
+class Peer(ServiceClient):
+    peer = "peer"
+
+
+async def test_a_call_refused_by_one_instance_goes_to_the_next(
+    live_peer: tuple[str, list[str]],
+) -> None:
+    live, seen = live_peer
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    discovery = StaticDiscovery({"peer": f"{dead},{live}"})
+    async with new_client_session() as session:
+        client = Peer(session, discovery, timeout=2, internal_token="t")
+        # A plain write too: a refused connection means the request was never received.
+        for _ in range(4):
+            resp = await client.request("POST", "/thing", json_body={})
+            assert resp.status == 200
+    assert seen == ["POST"] * 4
+
+    # With no instance left to try, the refusal is the peer's failure.
+    async with new_client_session() as session:
+        client = Peer(session, StaticDiscovery({"peer": dead}), timeout=2, internal_token="t")
+        with pytest.raises(PeerUnavailable, match="ClientConnectorError"):
+            await client.request("POST", "/thing", json_body={})
+
+
+def test_replicas_get_their_own_ports_and_callers_get_every_instance(tmp_path: Path) -> None:
+    config = PlatformConfig.ephemeral(tmp_path, replicas={"product": 3, "cart": 2})
+    assert config.instances("product") == ["product", "product-2", "product-3"]
+    assert config.instances("user") == ["user"]
+    names = config.instances()
+    assert "cart-2" in names and "gateway" in names and len(names) == 7 + 3
+    assert len({config.ports[n] for n in names}) == len(names)
+    assert service_of("product-3") == "product" and service_of("gateway") == "gateway"
+
+    product_urls = config.env_for("order")["SWEETSLICE_ORDER_PRODUCT_URL"].split(",")
+    assert product_urls == [config.url(n) for n in config.instances("product")]
+    second = config.env_for("product-2")
+    assert second["SWEETSLICE_PRODUCT_PORT"] == str(config.ports["product-2"])
+    assert (
+        second["SWEETSLICE_PRODUCT_DATA_DIR"]
+        == config.env_for("product")["SWEETSLICE_PRODUCT_DATA_DIR"]
+    )
+    platform = Platform(config)
+    assert platform.children["product-3"].argv[-1] == "shop_product.main"
+
+    with pytest.raises(ValueError, match="replicas"):
+        PlatformConfig.ephemeral(tmp_path, replicas={"gateway": 2})
+    with pytest.raises(ValueError, match="replicas"):
+        PlatformConfig.ephemeral(tmp_path, replicas={"cart": 0})
