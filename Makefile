@@ -9,12 +9,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PORT ?= 8080
 DATA_DIR ?= .run
+REPLICAS ?=
+LAUNCH := $(PY) -m shopkit.launcher --port $(PORT) --data-dir $(DATA_DIR) $(foreach r,$(REPLICAS),--replicas $(r))
 PYTEST_ARGS ?=
 export UV_PYTHON_DOWNLOADS := never
 
 WORKSPACE_FILES := pyproject.toml uv.lock $(wildcard services/*/pyproject.toml)
 
-.PHONY: help install up reset lint format typecheck contracts test test-unit test-e2e test-faults clean
+.PHONY: help install up reset lint format typecheck contracts test test-unit test-e2e test-faults chaos clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -25,11 +27,11 @@ $(VENV)/.installed: $(WORKSPACE_FILES) scripts/bootstrap.sh
 
 install: $(VENV)/.installed ## bootstrap uv and install the locked workspace into .venv
 
-up: install ## run the whole platform on 127.0.0.1 (PORT=8080, DATA_DIR=.run)
-	@$(PY) -m shopkit.launcher --port $(PORT) --data-dir $(DATA_DIR)
+up: install ## run the whole platform on 127.0.0.1 (PORT=8080, DATA_DIR=.run, REPLICAS="cart=2")
+	@$(LAUNCH)
 
 reset: install ## like up, but start from an empty data directory
-	@$(PY) -m shopkit.launcher --port $(PORT) --data-dir $(DATA_DIR) --reset
+	@$(LAUNCH) --reset
 
 lint: install ## ruff lint and format check
 	$(VENV)/bin/ruff check .
@@ -55,6 +57,15 @@ test-faults: install ## faults injected into the running platform (Toxiproxy, ki
 	$(VENV)/bin/pytest tests/faults $(PYTEST_ARGS)
 
 test: lint typecheck contracts test-unit test-e2e test-faults ## everything CI runs
+
+CHAOS_FIGURES := docs/reliability-figures.json
+chaos: install ## every fault at RELIABILITY.md's full size; figures into docs/reliability.md
+	@rm -f $(CHAOS_FIGURES)
+	@SWEETSLICE_FAULT_SCALE=full SWEETSLICE_FAULT_FIGURES=$(CURDIR)/$(CHAOS_FIGURES) \
+		$(VENV)/bin/pytest tests/faults -o timeout=3600 $(PYTEST_ARGS); status=$$?; \
+		if [ -f $(CHAOS_FIGURES) ]; then \
+			$(PY) scripts/reliability_report.py $(CHAOS_FIGURES) docs/reliability.md; fi; \
+		exit $$status
 
 clean: ## remove the venv, caches and local data
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache $(DATA_DIR)

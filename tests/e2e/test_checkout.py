@@ -18,6 +18,7 @@ from tests.e2e.support import (
     fill_cart,
     fresh_product,
     key,
+    metric,
     new_customer,
     order_body,
 )
@@ -266,6 +267,45 @@ async def test_payment_down_is_503_and_leaves_no_trace(
     (order,) = (await client.get("/api/v1/orders", headers=customer.headers)).json()["items"]
     assert order["status"] == "failed"
     assert await charges_for(internal, platform, order["id"]) == []
+
+
+async def test_checkout_fails_fast_while_payments_breaker_is_open(
+    platform: RunningPlatform,
+    client: httpx.AsyncClient,
+    internal: httpx.AsyncClient,
+    admin_headers: dict[str, str],
+) -> None:
+    customer = await new_customer(client)
+    product = await fresh_product(client, admin_headers, available=50)
+    await fill_cart(client, customer, {product["id"]: 1})
+    order = platform.url("order")
+    breaker = {"service": "order", "peer": "payment"}
+    short_circuited = {**breaker, "outcome": "short-circuited"}
+    with platform.down("payment"):
+        # Failures fill the breaker's window until it opens (at most a window's worth).
+        for _ in range(20):
+            if await metric(internal, order, "shop_peer_breaker_state", breaker) == 1:
+                break
+            resp = await client.post(
+                "/api/v1/orders", json=order_body(), headers={**customer.headers, **key()}
+            )
+            assert_problem(resp, 503)
+        assert await metric(internal, order, "shop_peer_breaker_state", breaker) == 1
+        before = await metric(internal, order, "shop_peer_calls_total", short_circuited)
+        resp = await client.post(
+            "/api/v1/orders", json=order_body(), headers={**customer.headers, **key()}
+        )
+        # Answered by the breaker: payment was not even tried, and the client may come back.
+        assert_problem(resp, 503)
+        assert int(resp.headers["retry-after"]) >= 1
+        assert await metric(internal, order, "shop_peer_calls_total", short_circuited) > before
+        assert await available(client, product["id"]) == 50
+    # Once payment is back and the open period is over, checkout works again.
+    resp = await client.post(
+        "/api/v1/orders", json=order_body(), headers={**customer.headers, **key()}
+    )
+    assert resp.status_code == 201, resp.text
+    assert await metric(internal, order, "shop_peer_breaker_state", breaker) == 0
 
 
 async def test_order_input_is_validated(

@@ -1,5 +1,5 @@
 """The checker of RELIABILITY.md: after the drain, the client's history of checkouts is held
-against what the services recorded (orders, charges and refunds, reservations, stock)."""
+against what the services recorded (orders, charges and refunds, reservations, stock, events)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import httpx
 
 from tests.e2e.invariants import check_invariants
 from tests.e2e.support import RunningPlatform
+from tests.faults.events import check_events
 from tests.faults.harness import History
 
 NO_MONEY = {"charges": 0, "charged": 0, "refunds": 0, "refunded": 0}
@@ -45,7 +46,8 @@ async def check_history(
     1. every ``ok`` checkout is confirmed and charged exactly once;
     2. every ``failed`` one has no net charge and no active reservation (or left no order);
     3. an ``unknown`` one is either of those, never both, never charged twice;
-    4. and 5. money and stock are conserved (``check_invariants``).
+    4. and 5. money and stock are conserved (``check_invariants``);
+    6. every published event was handled once in effect (``check_events``).
 
     Returns the figures (also handed to ``record`` before anything is asserted on them, so a
     failing run still reports them); assertion errors name every violation found."""
@@ -126,4 +128,8 @@ async def check_history(
     if record is not None:
         record(figures)
     assert not violations, "\n".join(violations[:20])
+    # 6. every published event was handled once in effect, across the whole platform.
+    figures.update(
+        await check_events(platform, internal, settle_seconds=settle_seconds, record=record)
+    )
     return figures

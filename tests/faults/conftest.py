@@ -5,7 +5,9 @@ drive checkouts through the gateway, deal faults, drain, and run the checker of 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+import os
+from collections.abc import AsyncIterator, Generator, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -23,16 +25,36 @@ from tests.faults.toxiproxy import Toxiproxy, ToxiproxyServer, build_toxiproxy
 FIGURES = pytest.StashKey[Figures]()
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # `make chaos` names the file (SWEETSLICE_FAULT_FIGURES); otherwise it goes in the run's
+    # temporary directory once the first test asks for the figures.
+    path = os.environ.get("SWEETSLICE_FAULT_FIGURES")
+    config.stash[FIGURES] = Figures(Path(path) if path else None)
+
+
 @pytest.fixture(scope="session")
 def figures(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Figures:
-    report = Figures(tmp_path_factory.getbasetemp() / "fault-figures.json")
-    request.config.stash[FIGURES] = report
+    report = request.config.stash[FIGURES]
+    if report.path is None:
+        report.path = tmp_path_factory.getbasetemp() / "fault-figures.json"
+    return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    # A figure is a result only if its test passed: each test's verdict goes beside them.
+    if report.when == "call" or report.failed:
+        verdict = report.outcome if report.when == "call" else f"error in {report.when}"
+        item.config.stash[FIGURES].verdict(item.name, verdict)
     return report
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     report = terminalreporter.config.stash.get(FIGURES, None)
-    if report is None or not report.faults:
+    if report is None or not report.faults or report.path is None:
         return
     terminalreporter.section("fault figures")
     for line in report.lines():

@@ -40,6 +40,7 @@ class Call:
     key: str = ""
     customer_id: str = ""
     order_id: str | None = None
+    retry_after: str = ""  # the answer's Retry-After header, if it had one
 
 
 def classify(status: int | None, problem: str) -> Outcome:
@@ -79,12 +80,14 @@ class History:
         started = time.monotonic()
         status: int | None = None
         body: Any = None
+        retry_after = ""
         try:
             resp = await self.client.request(method, url, json=json, headers=headers)
         except httpx.TransportError:
             pass
         else:
             status = resp.status_code
+            retry_after = resp.headers.get("retry-after", "")
             with contextlib.suppress(ValueError):
                 body = resp.json()
         elapsed = time.monotonic() - started
@@ -108,6 +111,7 @@ class History:
             key,
             customer_id,
             order_id,
+            retry_after,
         )
         self.calls.append(call)
         return call
@@ -271,6 +275,16 @@ async def restart(platform: RunningPlatform, name: str) -> int:
     return pid
 
 
+async def sigterm(platform: RunningPlatform, name: str) -> float:
+    """SIGTERM the process and wait for it to exit (SIGKILL after the launcher's grace period);
+    returns the seconds it took to go."""
+    child = _child(platform, name)
+    started = time.monotonic()
+    await _in_platform(platform, child.stop())
+    assert child.proc is not None and child.proc.returncode is not None
+    return time.monotonic() - started
+
+
 @contextlib.asynccontextmanager
 async def stopped(platform: RunningPlatform, name: str) -> AsyncIterator[int]:
     """SIGSTOP the service for the body of the block; SIGCONT whatever happens."""
@@ -281,17 +295,6 @@ async def stopped(platform: RunningPlatform, name: str) -> AsyncIterator[int]:
         yield pid
     finally:
         os.kill(pid, signal.SIGCONT)
-
-
-async def metric(client: httpx.AsyncClient, url: str, name: str, labels: dict[str, str]) -> float:
-    """One sample of a service's /metrics (0 when the series does not exist yet)."""
-    resp = await client.get(url + "/metrics")
-    assert resp.status_code == 200, resp.text
-    wanted = [f'{k}="{v}"' for k, v in labels.items()]
-    for line in resp.text.splitlines():
-        if line.startswith(name + "{") and all(w in line for w in wanted):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
 
 
 class StockSampler:
@@ -334,6 +337,21 @@ class StockSampler:
 
 # ---------------------------------------------------------------------- the suite's platform
 
+# `make test` runs every fault at a small count; `make chaos` sets this to "full" for
+# RELIABILITY.md's sizes and turns the figures into docs/reliability.md.
+FULL_SCALE = os.environ.get("SWEETSLICE_FAULT_SCALE", "small") == "full"
+
+
+def size(small: int, full: int) -> int:
+    """A count of the fault suite: ``small`` in `make test`, ``full`` in `make chaos`."""
+    return full if FULL_SCALE else small
+
+
+def figures_key(row: str) -> str:
+    """Where a fault row's figures are filed: "R1-small" in `make test`, "R1" in `make chaos`."""
+    return row if FULL_SCALE else f"{row}-small"
+
+
 ORDER_HTTP_TIMEOUT_SECONDS = 1.0
 BREAKER_OPEN_SECONDS = 2.0
 GATEWAY_UPSTREAM_TIMEOUT_SECONDS = 4.0
@@ -341,7 +359,12 @@ GATEWAY_UPSTREAM_TIMEOUT_SECONDS = 4.0
 # such in the history instead of being cut short by the client.
 CLIENT_TIMEOUT_SECONDS = 20.0
 # Edges of the call graph that go through Toxiproxy: (caller, callee) -> proxy name.
-PROXIED = {("order", "payment"): "order-payment", ("order", "product"): "order-product"}
+PROXIED = {
+    ("order", "payment"): "order-payment",
+    ("order", "product"): "order-product",
+    # R11: cart changes cross a proxy between the gateway and the cart service.
+    ("gateway", "cart"): "gateway-cart",
+}
 
 
 def suite_env() -> dict[str, dict[str, str]]:
@@ -370,12 +393,22 @@ def suite_env() -> dict[str, dict[str, str]]:
 class Figures:
     """The measured figures of each fault, kept in a JSON file as soon as they are known."""
 
-    path: Path
+    path: Path | None
     faults: dict[str, dict[str, Any]] = field(default_factory=dict)
+    tests: dict[str, str] = field(default_factory=dict)  # test name -> passed / failed / ...
 
     def record(self, fault: str, values: dict[str, Any]) -> None:
         self.faults.setdefault(fault, {}).update(values)
-        self.path.write_text(json.dumps(self.faults, indent=2, sort_keys=True) + "\n")
+        self._write()
+
+    def verdict(self, test: str, outcome: str) -> None:
+        self.tests[test] = outcome
+        self._write()
+
+    def _write(self) -> None:
+        if self.path is not None:
+            doc = {"faults": self.faults, "tests": self.tests}
+            self.path.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
 
     def lines(self) -> list[str]:
         return [
