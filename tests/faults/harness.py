@@ -19,7 +19,7 @@ from typing import Any, Literal
 import httpx
 from shopkit.launcher import Child
 
-from tests.e2e.support import Customer, RunningPlatform, order_body
+from tests.e2e.support import Customer, RunningPlatform, fresh_product, new_customer, order_body
 
 Outcome = Literal["ok", "failed", "unknown"]
 # Answers the gateway makes itself when it could not get one from the service: whether the
@@ -225,6 +225,25 @@ class Shop:
 
         await asyncio.gather(*(reader() for _ in range(concurrency)))
         return latencies
+
+
+async def new_shop(
+    client: httpx.AsyncClient,
+    admin: dict[str, str],
+    customers: int,
+    *,
+    label: str,
+    prices: Sequence[int] = (350, 120),
+    stock: int = 10_000,
+) -> tuple[History, Shop, list[Customer]]:
+    """A test's own products (every checkout buys one of each; stock plentiful unless the
+    test is about contention), its customers, and a fresh history."""
+    products = [
+        await fresh_product(client, admin, available=stock, price=price) for price in prices
+    ]
+    people = await asyncio.gather(*(new_customer(client, f"{label} {i}") for i in range(customers)))
+    history = History(client)
+    return history, Shop(history, [p["id"] for p in products]), list(people)
 
 
 async def until_checkout_ok(shop: Shop, customer: Customer, *, within: float) -> float:

@@ -11,18 +11,17 @@ from typing import Any
 
 import httpx
 
-from tests.e2e.support import Customer, RunningPlatform, fresh_product, metric, new_customer
+from tests.e2e.support import RunningPlatform, metric
 from tests.faults.checker import check_history
 from tests.faults.harness import (
     BREAKER_OPEN_SECONDS,
     GATEWAY_UPSTREAM_TIMEOUT_SECONDS,
     ORDER_HTTP_TIMEOUT_SECONDS,
     Figures,
-    History,
-    Shop,
     StockSampler,
     figures_key,
     kill9,
+    new_shop,
     percentile,
     restart,
     size,
@@ -31,20 +30,7 @@ from tests.faults.harness import (
 )
 from tests.faults.toxiproxy import Toxiproxy, latency
 
-STOCK = 10_000  # plenty: contention is R2's subject, not these faults'
 RECOVERY_WITHIN_SECONDS = 20.0
-
-
-async def _shop(
-    client: httpx.AsyncClient, admin: dict[str, str], customers: int
-) -> tuple[History, Shop, list[Customer]]:
-    """Two products of the test's own (every checkout buys one of each) and its customers."""
-    products = [
-        await fresh_product(client, admin, available=STOCK, price=price) for price in (350, 120)
-    ]
-    people = await asyncio.gather(*(new_customer(client, f"Fault {i}") for i in range(customers)))
-    history = History(client)
-    return history, Shop(history, [p["id"] for p in products]), list(people)
 
 
 def _ms(seconds: float) -> float:
@@ -60,7 +46,7 @@ async def test_r8_payment_latency_opens_the_breaker_and_spares_the_catalog(
     figures: Figures,
 ) -> None:
     began = time.monotonic()
-    history, shop, customers = await _shop(client, admin_headers, 4)
+    history, shop, customers = await new_shop(client, admin_headers, 4, label="Fault")
     order = platform.url("order")
     breaker = {"service": "order", "peer": "payment"}
     short_circuited = {**breaker, "outcome": "short-circuited"}
@@ -156,7 +142,7 @@ async def test_r1_payment_killed_during_checkouts(
     figures: Figures,
 ) -> None:
     began = time.monotonic()
-    history, shop, customers = await _shop(client, admin_headers, size(5, 40))
+    history, shop, customers = await new_shop(client, admin_headers, size(5, 40), label="Fault")
     product_ids = shop.product_ids
     # RELIABILITY.md: killed every 5 s during 10,000 checkouts, back after 1 s. The pause is
     # longer than the order service's breaker period, so kills meet checkouts that are charging.
@@ -230,7 +216,7 @@ async def test_r12_product_stopped_callers_time_out_and_recover(
     figures: Figures,
 ) -> None:
     began = time.monotonic()
-    history, shop, customers = await _shop(client, admin_headers, 4)
+    history, shop, customers = await new_shop(client, admin_headers, 4, label="Fault")
     stop_seconds = float(size(4, 10))
     fault_over = False
 

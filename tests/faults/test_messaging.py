@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from tests.e2e.support import Customer, RunningPlatform, fresh_product, metric, new_customer
+from tests.e2e.support import RunningPlatform, metric
 from tests.faults.checker import check_history
 from tests.faults.events import (
     NOTIFYING_SUBJECTS,
@@ -28,26 +28,12 @@ from tests.faults.events import (
 )
 from tests.faults.harness import (
     Figures,
-    History,
-    Shop,
     figures_key,
     kill9,
+    new_shop,
     restart,
     size,
 )
-
-STOCK = 10_000
-
-
-async def _shop(
-    client: httpx.AsyncClient, admin: dict[str, str], customers: int
-) -> tuple[History, Shop, list[Customer]]:
-    products = [
-        await fresh_product(client, admin, available=STOCK, price=price) for price in (450, 80)
-    ]
-    people = await asyncio.gather(*(new_customer(client, f"Events {i}") for i in range(customers)))
-    history = History(client)
-    return history, Shop(history, [p["id"] for p in products]), list(people)
 
 
 def _written(counts: dict[str, Any]) -> int:
@@ -67,7 +53,9 @@ async def test_r4_broker_killed_checkout_goes_on_and_the_outbox_catches_up(
 ) -> None:
     key = figures_key("R4")
     began = time.monotonic()
-    history, shop, customers = await _shop(client, admin_headers, size(4, 8))
+    history, shop, customers = await new_shop(
+        client, admin_headers, size(4, 8), label="Events", prices=(450, 80)
+    )
     history.phase = "before"
     await shop.shoppers(customers, rounds=1)
     assert history.counts(phase="before")["ok"] == len(customers)
@@ -178,7 +166,9 @@ async def test_r5_relay_crash_between_publish_and_mark_gives_no_duplicate_effect
 ) -> None:
     key = figures_key("R5")
     began = time.monotonic()
-    history, shop, customers = await _shop(client, admin_headers, size(4, 8))
+    history, shop, customers = await new_shop(
+        client, admin_headers, size(4, 8), label="Events", prices=(450, 80)
+    )
     kills = size(2, 10)
     chaos_over = False
     pids: list[tuple[int, int]] = []
@@ -335,7 +325,9 @@ async def test_r6_handler_slower_than_ack_wait_sends_one_email_per_event(
 ) -> None:
     key = figures_key("R6")
     began = time.monotonic()
-    history, shop, customers = await _shop(client, admin_headers, 2)
+    history, shop, customers = await new_shop(
+        client, admin_headers, 2, label="Events", prices=(450, 80)
+    )
     notification = platform.url("notification")
     # Every event published so far is settled, so what follows is this test's alone.
     await check_events(platform, internal)

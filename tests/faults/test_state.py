@@ -19,21 +19,20 @@ from typing import Any
 
 import httpx
 
-from tests.e2e.support import Customer, RunningPlatform, fresh_product, new_customer
+from tests.e2e.support import Customer, RunningPlatform, new_customer
 from tests.faults.checker import check_history
 from tests.faults.harness import (
     Call,
     Figures,
-    History,
     Shop,
     StockSampler,
     figures_key,
+    new_shop,
     percentile,
     size,
     until_checkout_ok,
 )
 
-STOCK = 10_000
 LOCK_SECONDS = 3.0  # RELIABILITY.md R15
 # How long a write of the locked service waits for the lock before answering 503. The default
 # (5 s) outlasts a 3 s lock, which writes then simply wait out (the kit's tests show that); the
@@ -41,17 +40,6 @@ LOCK_SECONDS = 3.0  # RELIABILITY.md R15
 LOCK_WAIT_SECONDS = 1.0
 SKEW_SECONDS = 300  # RELIABILITY.md R17
 RECOVERY_WITHIN_SECONDS = 20.0
-
-
-async def _shop(
-    client: httpx.AsyncClient, admin: dict[str, str], customers: int
-) -> tuple[History, Shop, list[Customer]]:
-    products = [
-        await fresh_product(client, admin, available=STOCK, price=price) for price in (350, 120)
-    ]
-    people = await asyncio.gather(*(new_customer(client, f"State {i}") for i in range(customers)))
-    history = History(client)
-    return history, Shop(history, [p["id"] for p in products]), list(people)
 
 
 @contextlib.asynccontextmanager
@@ -146,7 +134,7 @@ async def test_r15_database_locked_for_3s_answers_503_and_writes_nothing_half(
 ) -> None:
     began = time.monotonic()
     key = figures_key("R15")
-    history, shop, customers = await _shop(client, admin_headers, size(4, 8))
+    history, shop, customers = await new_shop(client, admin_headers, size(4, 8), label="State")
     rounds = size(1, 3)
     record: dict[str, Any] = {"lock_s": LOCK_SECONDS, "lock_wait_s": LOCK_WAIT_SECONDS}
     sampler = StockSampler(internal, platform.url("product"), shop.product_ids)
@@ -246,7 +234,7 @@ async def test_r17_clocks_5_minutes_off_cause_no_401_and_no_early_expiry(
     began = time.monotonic()
     key = figures_key("R17")
     # Products are made before the clocks move: admin routes are not the subject here.
-    history, shop, customers = await _shop(client, admin_headers, size(4, 8))
+    history, shop, customers = await new_shop(client, admin_headers, size(4, 8), label="State")
     offsets = {"user": SKEW_SECONDS, "product": -SKEW_SECONDS, "order": SKEW_SECONDS}
     env = {
         name: {f"SWEETSLICE_{name.upper()}_FAULT_CLOCK_OFFSET_SECONDS": str(offset)}
