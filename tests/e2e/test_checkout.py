@@ -292,13 +292,17 @@ async def test_checkout_fails_fast_while_payments_breaker_is_open(
             assert_problem(resp, 503)
         assert await metric(internal, order, "shop_peer_breaker_state", breaker) == 1
         before = await metric(internal, order, "shop_peer_calls_total", short_circuited)
+        orders_before = await client.get("/api/v1/orders", headers=customer.headers)
         resp = await client.post(
             "/api/v1/orders", json=order_body(), headers={**customer.headers, **key()}
         )
-        # Answered by the breaker: payment was not even tried, and the client may come back.
+        # Answered by the breaker before anything was done: no order, nothing reserved.
         assert_problem(resp, 503)
+        assert resp.json()["type"].endswith("/payment-unavailable")
         assert int(resp.headers["retry-after"]) >= 1
         assert await metric(internal, order, "shop_peer_calls_total", short_circuited) > before
+        orders_after = await client.get("/api/v1/orders", headers=customer.headers)
+        assert orders_after.json()["items"] == orders_before.json()["items"]
         assert await available(client, product["id"]) == 50
     # Once payment is back and the open period is over, checkout works again.
     resp = await client.post(

@@ -87,6 +87,8 @@ async def test_r8_payment_latency_opens_the_breaker_and_spares_the_catalog(
     during = history.of("checkout", "fault")
     # Answered without waiting out even one call to payment: the breaker's fast failures.
     quick = [c.elapsed for c in during if c.elapsed < ORDER_HTTP_TIMEOUT_SECONDS]
+    # Refused by the order service on seeing the open breaker, before any work.
+    refused = [c.elapsed for c in during if "nothing was reserved" in c.detail]
 
     # Back to health: once the breaker's open period is over, checkouts succeed again.
     history.phase = "recovery"
@@ -107,6 +109,9 @@ async def test_r8_payment_latency_opens_the_breaker_and_spares_the_catalog(
             "short_circuited_calls": int(fast_failed),
             "fast_fail_checkouts": len(quick),
             "fast_fail_checkout_p99_ms": _ms(percentile(quick, 0.99)),
+            "refused_at_admission": len(refused),
+            "refused_at_admission_p50_ms": _ms(percentile(refused, 0.5)),
+            "refused_at_admission_p99_ms": _ms(percentile(refused, 0.99)),
             "fault_checkout_max_ms": _ms(slowest),
             "catalog_p99_base_ms": _ms(base_p99),
             "catalog_p99_fault_ms": _ms(fault_p99),
@@ -123,6 +128,7 @@ async def test_r8_payment_latency_opens_the_breaker_and_spares_the_catalog(
     assert slowest <= 2 * ORDER_HTTP_TIMEOUT_SECONDS + 1.5, slowest
     assert opened_after is not None, "the order service's payment breaker never opened"
     assert fast_failed > 0 and quick, "the open breaker did not fail calls fast"
+    assert refused, "no checkout was refused at once while the breaker was open"
     assert fault_p99 <= 3 * base_p99 + 0.05, (base_p99, fault_p99)
     assert history.counts(phase="after") == {"ok": 8, "failed": 0, "unknown": 0}
     assert not history.server_errors(), history.server_errors()

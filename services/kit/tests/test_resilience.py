@@ -59,6 +59,19 @@ def test_breaker_opens_on_failure_rate_and_recovers_through_half_open() -> None:
     assert breaker.allow()
 
 
+def test_refusing_says_whether_calls_fail_fast_without_taking_a_trial() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(POLICY, clock)
+    assert not breaker.refusing()
+    for _ in range(4):
+        breaker.record(success=False)
+    assert breaker.refusing()
+    clock.now += 10.1
+    assert not breaker.refusing()  # the open period is over: a trial may go
+    assert breaker.state is BreakerState.OPEN  # asking moved nothing
+    assert breaker.allow() and breaker.allow() and not breaker.allow()
+
+
 def test_a_failed_trial_reopens_the_breaker() -> None:
     clock = Clock()
     breaker = CircuitBreaker(POLICY, clock)
@@ -145,6 +158,7 @@ async def test_reads_are_retried_writes_are_not_and_the_breaker_fails_fast(
             with pytest.raises(PeerUnavailable):
                 await client.request("POST", "/fail")
         assert guard.breaker.state is BreakerState.OPEN
+        assert client.failing_fast()
         before = hits["ok"]
         with pytest.raises(PeerUnavailable, match="circuit open"):
             await client.request("GET", "/ok")

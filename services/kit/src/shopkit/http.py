@@ -94,6 +94,16 @@ class ServiceClient:
         self._internal_token = internal_token
         self._guard = guard
 
+    def failing_fast(self) -> bool:
+        """Whether the peer's breaker is open, so a call now would fail at once. A caller may
+        refuse work that needs the peer before doing any of it; that counts as a call
+        short-circuited by the breaker."""
+        guard = self._guard
+        if guard is None or not guard.breaker.refusing():
+            return False
+        PEER_CALLS.labels(guard.service, self.peer, "short-circuited").inc()
+        return True
+
     async def request(
         self,
         method: str,

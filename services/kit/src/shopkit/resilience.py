@@ -70,6 +70,14 @@ class CircuitBreaker:
             self._trials += 1
         return True
 
+    def refusing(self) -> bool:
+        """Whether calls are failed fast right now (open, and its period not over); unlike
+        :meth:`allow` it takes no half-open trial, so callers may ask it before any work."""
+        return (
+            self.state is BreakerState.OPEN
+            and self._now() - self._opened_at < self.policy.breaker_open_seconds
+        )
+
     def record(self, *, success: bool) -> None:
         if self.state is BreakerState.HALF_OPEN:
             if not success:

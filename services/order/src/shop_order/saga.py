@@ -230,6 +230,19 @@ class OrderSaga:
         self, customer_id: str, key: str, fingerprint: str, body: OrderCreate
     ) -> str | Answer:
         """Idempotency first: the order row is committed before any remote effect."""
+        if self._payments.failing_fast():
+            # Payment's breaker is open, so a new checkout would end in 503 anyway: answer that
+            # before reserving anything (RELIABILITY.md R8). A replay still gets its answer.
+            async with self._db.session(read_only=True) as session:
+                existing = await repository.get_by_key(session, customer_id, key)
+            if existing is None:
+                return error_answer(
+                    PaymentUnavailable(
+                        "payment is failing; nothing was reserved or charged",
+                        retry_after=RETRY_AFTER_SECONDS,
+                    )
+                )
+            return self._readmit(existing, fingerprint)
         order_id = str(uuid.uuid4())
         try:
             async with self._db.session() as session:
