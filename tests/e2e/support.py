@@ -304,11 +304,13 @@ async def charges_for(
 
 
 async def metric(client: httpx.AsyncClient, url: str, name: str, labels: dict[str, str]) -> float:
-    """One sample of a service's /metrics (0 when the series does not exist yet)."""
+    """A service's /metrics: the sum of every series of ``name`` carrying ``labels`` (just that
+    series when the labels name one; 0 when none exists yet)."""
     resp = await client.get(url + "/metrics")
     assert resp.status_code == 200, resp.text
     wanted = [f'{k}="{v}"' for k, v in labels.items()]
-    for line in resp.text.splitlines():
-        if line.startswith(name + "{") and all(w in line for w in wanted):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in resp.text.splitlines()
+        if line.startswith(name + "{") and all(w in line for w in wanted)
+    )

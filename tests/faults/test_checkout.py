@@ -17,7 +17,14 @@ from typing import Any
 import httpx
 
 from tests.e2e.invariants import COMPENSATING_STEPS
-from tests.e2e.support import Customer, RunningPlatform, fresh_product, new_customer, order_body
+from tests.e2e.support import (
+    Customer,
+    RunningPlatform,
+    fresh_product,
+    metric,
+    new_customer,
+    order_body,
+)
 from tests.faults.checker import NO_MONEY, check_history
 from tests.faults.harness import (
     BREAKER_OPEN_SECONDS,
@@ -118,20 +125,6 @@ async def _settled_orders(
         await asyncio.sleep(0.5)
     assert not moving, f"orders still moving after the drain: {moving[:10]}"
     return orders
-
-
-async def _metric_sum(
-    internal: httpx.AsyncClient, url: str, name: str, labels: dict[str, str]
-) -> float:
-    """Sum of every series of ``name`` carrying ``labels`` (0 when there is none yet)."""
-    resp = await internal.get(url + "/metrics")
-    assert resp.status_code == 200, resp.text
-    wanted = [f'{k}="{v}"' for k, v in labels.items()]
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in resp.text.splitlines()
-        if line.startswith(name + "{") and all(w in line for w in wanted)
-    )
 
 
 # ---------------------------------------------------------------------- R2
@@ -763,18 +756,18 @@ async def test_r10_flaky_payment_gets_bounded_retries(
         history.phase = phase
         # Filled first, so each round below is one checkout and nothing else.
         assert all(await asyncio.gather(*(shop.fill(c) for c in customers)))
-        sent0 = await _metric_sum(internal, order_url, "shop_peer_calls_total", peer)
-        short0 = await _metric_sum(
+        sent0 = await metric(internal, order_url, "shop_peer_calls_total", peer)
+        short0 = await metric(
             internal, order_url, "shop_peer_calls_total", {**peer, "outcome": "short-circuited"}
         )
-        got0 = await _metric_sum(internal, payment_url, "shop_http_requests_total", charges)
-        refused0 = await _metric_sum(
+        got0 = await metric(internal, payment_url, "shop_http_requests_total", charges)
+        refused0 = await metric(
             internal, payment_url, "shop_http_requests_total", {**charges, "status": "503"}
         )
         await shop.shoppers(customers, rounds=rounds, pause=0.1)
-        sent = await _metric_sum(internal, order_url, "shop_peer_calls_total", peer) - sent0
+        sent = await metric(internal, order_url, "shop_peer_calls_total", peer) - sent0
         short = (
-            await _metric_sum(
+            await metric(
                 internal,
                 order_url,
                 "shop_peer_calls_total",
@@ -782,9 +775,9 @@ async def test_r10_flaky_payment_gets_bounded_retries(
             )
             - short0
         )
-        got = await _metric_sum(internal, payment_url, "shop_http_requests_total", charges) - got0
+        got = await metric(internal, payment_url, "shop_http_requests_total", charges) - got0
         failed_charges = (
-            await _metric_sum(
+            await metric(
                 internal, payment_url, "shop_http_requests_total", {**charges, "status": "503"}
             )
             - refused0

@@ -38,6 +38,7 @@ from tests.faults.harness import (
     History,
     Shop,
     figures_key,
+    new_shop,
     size,
 )
 from tests.faults.toxiproxy import Toxic, Toxiproxy, bandwidth, latency, reset_peer, slow_close
@@ -167,17 +168,16 @@ async def test_r11_bad_link_between_gateway_and_cart(
 ) -> None:
     began = time.monotonic()
     key = figures_key("R11")
-    products = [
-        await fresh_product(client, admin_headers, available=STOCK, price=price)
-        for price in (280, 95)
-    ]
     shoppers_count, changers_count = size(3, 8), size(3, 8)
-    people = await asyncio.gather(
-        *(new_customer(client, f"Link {i}") for i in range(shoppers_count + changers_count))
+    history, shop, people = await new_shop(
+        client,
+        admin_headers,
+        shoppers_count + changers_count,
+        label="Link",
+        prices=(280, 95),
+        stock=STOCK,
     )
-    shoppers, changers = list(people[:shoppers_count]), list(people[shoppers_count:])
-    history = History(client)
-    shop = Shop(history, [p["id"] for p in products])
+    shoppers, changers = people[:shoppers_count], people[shoppers_count:]
     # Client tasks at once: shoppers, changers (one of them uploads bulky lines), two readers.
     concurrency = shoppers_count + changers_count + 2
     window = size(4.0, 20.0)
