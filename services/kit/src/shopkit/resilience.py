@@ -10,7 +10,6 @@ backoff, and never more than a fraction of the calls made: a retry storm cannot 
 
 from __future__ import annotations
 
-import asyncio
 import random
 import time
 from collections import deque
@@ -160,6 +159,3 @@ class PeerGuard:
             self.policy.backoff_max_seconds, self.policy.backoff_base_seconds * 2**attempt
         )
         return random.uniform(0, ceiling)
-
-    async def pause(self, attempt: int) -> None:
-        await asyncio.sleep(self.backoff(attempt))
