@@ -49,10 +49,17 @@ class Holder:
 
 @contextlib.asynccontextmanager
 async def locking_proxy(
-    upstream: str, when: Callable[[str, str, int], bool], holder: Holder
+    upstream: str,
+    when: Callable[[str, str, int], bool],
+    holder: Holder,
+    *,
+    held: float = HELD,
+    lose_answers: bool = False,
 ) -> AsyncIterator[str]:
     """Forwards to ``upstream``; once an answer matches ``when`` (first time only), takes the
-    order database's lock before handing that answer back."""
+    order database's lock before handing that answer back. With ``lose_answers``, every answer
+    from then until the lock is released is replaced by a 503: the request did its work
+    upstream, but the caller cannot know it."""
 
     async def handle(request: web.Request) -> web.StreamResponse:
         async with (
@@ -66,7 +73,9 @@ async def locking_proxy(
         ):
             body = await resp.read()
         if holder.times_held == 0 and when(request.method, request.path, resp.status):
-            await holder.hold(HELD)
+            await holder.hold(held)
+        if lose_answers and holder.times_held and not holder.released.is_set():
+            return web.Response(status=503, text="answer lost")
         return web.Response(body=body, status=resp.status, content_type=resp.content_type)
 
     app = web.Application()
@@ -196,3 +205,40 @@ async def test_locked_after_the_charge_is_accepted_then_confirmed(
     money = (await platform.ledger())["orders"][order_id]
     assert money["charges"] == 1 and money["refunds"] == 0, money
     assert (await platform.reservation(order_id) or {}).get("status") == "committed"
+
+
+async def test_charge_unknown_while_locked_is_accepted_then_resolved(
+    platform: Platform, order_app: OrderFactory
+) -> None:
+    """Two faults at once: the charge lands but no answer from payment reaches the order
+    service, and its database refuses the write that would record the unknown outcome. The
+    client must not be told that nothing was charged; recovery finds the charge and confirms."""
+    customer = await platform.customer()
+    product = await cart(platform, customer)
+    path, settings = order_db(platform)
+    holder = Holder(path)
+    try:
+
+        def charged(method: str, route: str, status: int) -> bool:
+            return method == "POST" and route == "/internal/charges" and status == 201
+
+        async with (
+            # Held long enough to outlast the charge's retry and the lookup that follows it.
+            locking_proxy(
+                platform.payment_url, charged, holder, held=4.0, lose_answers=True
+            ) as url,
+            order_app(payment_url=url, **settings, **RECOVERY) as orders,
+        ):
+            resp = await orders.place(customer, "unknown-while-locked")
+            assert not holder.released.is_set(), "the lock went before the saga's last write"
+            assert resp.status_code == 202, resp.text
+            assert resp.json()["status"] == "pending"
+            order_id = resp.json()["id"]
+            await holder.released.wait()
+            await final(orders, order_id, "confirmed")
+    finally:
+        holder.close()
+    assert holder.times_held == 1
+    assert await platform.available(product) == 8
+    money = (await platform.ledger())["orders"][order_id]
+    assert money["charges"] == 1 and money["refunds"] == 0, money

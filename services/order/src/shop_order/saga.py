@@ -472,9 +472,18 @@ class OrderSaga:
                 "the checkout did not finish in time", extra={"order_id": order.id}
             )
         )
-        failed = await self._fail(
-            order.id, [(Status.PENDING, Step.CHARGING)], Step.CHARGE_UNKNOWN, error
-        )
+        try:
+            failed = await self._fail(
+                order.id, [(Status.PENDING, Step.CHARGING)], Step.CHARGE_UNKNOWN, error
+            )
+        except DatabaseUnavailable:
+            if not from_request:
+                raise
+            # A charge may have landed and the order stays at charging, which the recovery loop
+            # resolves by asking payment: confirmed if it finds the charge, failed otherwise.
+            # Either answer now could be wrong; pending is not.
+            log.warning("order %s: charge unknown; recording it is left to recovery", order.id)
+            return accepted(order)
         if failed is not None:
             await self._release_quietly(order.id, settle=False)
         return await self._answer(failed, order.id)
