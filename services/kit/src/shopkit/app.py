@@ -113,6 +113,7 @@ def create_service_app(
             settings.effective_database_url,
             pool_size=settings.database_pool_size,
             sqlite_synchronous=settings.sqlite_synchronous,
+            lock_timeout=settings.database_lock_timeout_seconds,
         )
         if migrations is not None:
             await migrate(db, migrations)

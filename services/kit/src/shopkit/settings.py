@@ -30,6 +30,9 @@ class ServiceSettings(BaseSettings):
     database_url: str = ""
     database_pool_size: int = Field(default=10, ge=1)
     sqlite_synchronous: Literal["OFF", "NORMAL", "FULL"] = "NORMAL"
+    # How long a write waits for a lock another transaction holds before the request is
+    # answered 503 database-unavailable (SQLite busy timeout; PostgreSQL lock_timeout).
+    database_lock_timeout_seconds: float = Field(default=5.0, gt=0, le=600)
     nats_url: str = "nats://127.0.0.1:4222"
     user_url: str = "http://127.0.0.1:8101"
     internal_token: SecretStr = SecretStr(DEV_INTERNAL_TOKEN)
