@@ -96,10 +96,12 @@ class Gateway:
             max_clients=settings.rate_limit_max_clients,
         )
         self.in_flight = 0
-        self._in_flight_gauge = HTTP_IN_FLIGHT.labels(settings.service_name)
+        # None with metrics switched off: then nothing is measured and /metrics is a 404.
+        measured = settings.metrics_enabled
+        self._in_flight_gauge = HTTP_IN_FLIGHT.labels(settings.service_name) if measured else None
         self._max_in_flight = settings.max_in_flight
         self._max_body = settings.max_body_bytes
-        self._metrics = _Metrics(settings.service_name)
+        self._metrics = _Metrics(settings.service_name) if measured else None
         self._resources: _Resources | None = None
 
     @property
@@ -143,7 +145,8 @@ class Gateway:
                 if status:
                     return
             self.in_flight += 1
-            self._in_flight_gauge.inc()
+            if self._in_flight_gauge is not None:
+                self._in_flight_gauge.inc()
             try:
                 client = scope.get("client")
                 address = client[0] if client else "unknown"
@@ -171,12 +174,14 @@ class Gateway:
                 )
             finally:
                 self.in_flight -= 1
-                self._in_flight_gauge.dec()
+                if self._in_flight_gauge is not None:
+                    self._in_flight_gauge.dec()
         except Exception:
             log.exception("gateway error")
             raise
         finally:
-            self._metrics.observe(method, route, status, time.perf_counter() - started)
+            if self._metrics is not None:
+                self._metrics.observe(method, route, status, time.perf_counter() - started)
             request_id_var.reset(context)
 
     async def _not_http(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -372,7 +377,7 @@ class Gateway:
     async def _own_route(
         self, path: str, method: str, send: Send, request_id: bytes
     ) -> tuple[str, int]:
-        if path not in _OWN_ROUTES:
+        if path not in _OWN_ROUTES or (path == "/metrics" and self._metrics is None):
             await _not_found(send, request_id, [])
             return "unmatched", 404
         if method not in _READ_METHODS:

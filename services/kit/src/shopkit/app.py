@@ -24,7 +24,7 @@ from shopkit.db import Database
 from shopkit.deadline import detached_context
 from shopkit.discovery import Discovery, StaticDiscovery
 from shopkit.errors import install_problem_handlers
-from shopkit.health import Check
+from shopkit.health import Check, metrics_router
 from shopkit.health import router as health_router
 from shopkit.http import ServiceClient, new_client_session
 from shopkit.logs import configure_logging
@@ -36,7 +36,7 @@ from shopkit.messaging import (
     outbox_audit_router,
 )
 from shopkit.migrations import migrate
-from shopkit.observability import RequestContextMiddleware, RequestGuardMiddleware
+from shopkit.observability import RequestContextMiddleware, RequestGuardMiddleware, prime_peer
 from shopkit.resilience import PeerGuard
 from shopkit.settings import ServiceSettings
 
@@ -67,6 +67,7 @@ class Runtime:
         if guard is None:
             guard = PeerGuard(self.settings.service_name, cls.peer, self.settings.resilience)
             self.guards[cls.peer] = guard
+            prime_peer(self.settings.service_name, cls.peer)
         return cls(
             self.http,
             self.discovery,
@@ -178,8 +179,14 @@ def create_service_app(
     )
     install_problem_handlers(app)
     app.add_middleware(RequestGuardMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(RequestContextMiddleware, service=settings.service_name)
+    app.add_middleware(
+        RequestContextMiddleware,
+        service=settings.service_name,
+        metrics=settings.metrics_enabled,
+    )
     app.include_router(health_router)
+    if settings.metrics_enabled:
+        app.include_router(metrics_router)
     for router in routers:
         app.include_router(router)
     # What the service published and consumed, for checkers (docs/internal-api.md).

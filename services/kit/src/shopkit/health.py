@@ -15,6 +15,8 @@ Check = Callable[[], Awaitable[None]]
 CHECK_TIMEOUT_SECONDS = 2.0
 
 router = APIRouter(include_in_schema=False)
+# Apart, so that a service with metrics switched off has no /metrics at all (404).
+metrics_router = APIRouter(include_in_schema=False)
 
 
 async def run_checks(checks: dict[str, Check]) -> dict[str, str]:
@@ -51,7 +53,7 @@ async def readyz(request: Request) -> Response:
     return JSONResponse({"status": "ok", "checks": results})
 
 
-@router.get("/metrics")
+@metrics_router.get("/metrics")
 async def metrics() -> Response:
     payload, content_type = metrics_payload()
     return Response(payload, media_type=content_type)

@@ -32,7 +32,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, PubAck, StreamConfig
 from nats.js.errors import BadRequestError, NotFoundError
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 from pydantic import BaseModel
 from sqlalchemy import (
     CheckConstraint,
@@ -91,6 +91,17 @@ OUTBOX_PUBLISHED = Counter(
     "it dropped because the message id was seen before).",
     ["service", "outcome"],
 )
+OUTBOX_OUTCOMES = ("new", "duplicate")
+OUTBOX_LAG = Gauge(
+    "shop_outbox_lag_seconds",
+    "Age of the oldest outbox row not yet published, as the relay saw it on its last pass "
+    "(0 when nothing waits). It grows while the broker is unreachable.",
+    ["service"],
+    # Every worker's relay reads the same table; the latest reading is the truth, and a worker
+    # that died does not pin its last value.
+    multiprocess_mode="mostrecent",
+)
+EVENT_OUTCOMES = ("handled", "duplicate", "busy", "retried", "dead-lettered")
 
 
 @dataclass(frozen=True)
@@ -263,6 +274,10 @@ class OutboxRelay:
         self._idle = idle_seconds
         self._wake = asyncio.Event()
         event.listen(db.sync_session_class, "after_commit", self._after_commit)
+        for outcome in OUTBOX_OUTCOMES:
+            OUTBOX_PUBLISHED.labels(broker.name, outcome)
+        self._lag = OUTBOX_LAG.labels(broker.name)
+        self._lag.set(0)
 
     def _after_commit(self, session: Session) -> None:
         if session.info.pop("outbox", False):
@@ -277,12 +292,14 @@ class OutboxRelay:
         async with self._db.session() as session:
             rows = (
                 await session.execute(
-                    select(t.c.id, t.c.subject, t.c.payload)
+                    select(t.c.id, t.c.subject, t.c.payload, t.c.created_at)
                     .where(t.c.published_at.is_(None))
                     .order_by(t.c.created_at)
                     .limit(self._batch)
                 )
             ).all()
+        oldest = (utcnow() - rows[0].created_at).total_seconds() if rows else 0.0
+        self._lag.set(max(oldest, 0.0))
         published: list[str] = []
         try:
             for row in rows:
@@ -296,6 +313,9 @@ class OutboxRelay:
                     await session.execute(
                         update(t).where(t.c.id.in_(published)).values(published_at=utcnow())
                     )
+        if len(published) < self._batch:
+            # Everything that waited went out; rows added meanwhile are younger than this pass.
+            self._lag.set(0)
         return len(published)
 
     async def run(self) -> None:
@@ -454,6 +474,9 @@ async def consume(
         ack_wait=ack_wait,
         max_deliver=max_deliver,
     )
+    for outcome in EVENT_OUTCOMES:
+        EVENTS.labels(durable, outcome)
+    DEAD_LETTERED.labels(durable)
     in_flight: set[asyncio.Task[None]] = set()
     while True:
         sub: JetStreamContext.PullSubscription | None = None

@@ -58,6 +58,14 @@ BREAKER_STATE = Gauge(
     ["service", "peer"],
     multiprocess_mode="max",
 )
+PEER_OUTCOMES = (
+    "ok",
+    "failed",
+    "short-circuited",
+    "rejected",
+    "deadline-exceeded",
+    "deadline-cut",
+)
 
 
 HTTP_IN_FLIGHT = Gauge(
@@ -66,6 +74,15 @@ HTTP_IN_FLIGHT = Gauge(
     ["service"],
     multiprocess_mode="livesum",
 )
+
+
+def prime_peer(service: str, peer: str) -> None:
+    """Series of a peer at 0 (and its breaker closed) from the moment its client exists, so
+    error ratios and breaker panels read 0 on a quiet service instead of no data."""
+    for outcome in PEER_OUTCOMES:
+        PEER_CALLS.labels(service, peer, outcome)
+    PEER_DURATION.labels(service, peer)
+    BREAKER_STATE.labels(service, peer).set(0)
 
 
 def metrics_payload() -> tuple[bytes, str]:
@@ -86,11 +103,14 @@ class RequestContextMiddleware:
     """Sets the request id (the client's if well formed), echoes it, logs and measures.
 
     A caller's ``X-Request-Budget-Ms`` becomes the request's deadline (:mod:`shopkit.deadline`);
-    without one, or with a malformed one, the request has none."""
+    without one, or with a malformed one, the request has none. With ``metrics`` off (the
+    ``metrics_enabled`` setting) it records no metrics: one middleware, so turning metrics on
+    adds no ASGI layer of its own."""
 
-    def __init__(self, app: ASGIApp, *, service: str) -> None:
+    def __init__(self, app: ASGIApp, *, service: str, metrics: bool = True) -> None:
         self.app = app
         self.service = service
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -126,8 +146,9 @@ class RequestContextMiddleware:
             elapsed = time.perf_counter() - started
             route = route_template(scope)
             method = scope["method"]
-            HTTP_REQUESTS.labels(self.service, method, route, str(status)).inc()
-            HTTP_DURATION.labels(self.service, method, route).observe(elapsed)
+            if self.metrics:
+                HTTP_REQUESTS.labels(self.service, method, route, str(status)).inc()
+                HTTP_DURATION.labels(self.service, method, route).observe(elapsed)
             if route not in {"/livez", "/readyz", "/metrics"}:
                 log.info(
                     "%s %s %d",

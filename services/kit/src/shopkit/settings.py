@@ -47,6 +47,8 @@ class ServiceSettings(BaseSettings):
     resilience: ResiliencePolicy = ResiliencePolicy()
     log_level: str = "INFO"
     log_json: bool = True
+    # Prometheus metrics: off, requests are not measured and /metrics answers 404.
+    metrics_enabled: bool = True
 
     # FAULT INJECTION, for tests only: shifts this service's wall clock (stored timestamps, token
     # iat/exp, reservation expiry) by this many seconds, to show that bounded skew between

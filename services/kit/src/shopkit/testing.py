@@ -21,6 +21,7 @@ import uvicorn
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import FastAPI
+from prometheus_client.parser import text_string_to_metric_families
 
 from shopkit.auth import JWKS_PATH, public_jwk
 from shopkit.launcher import free_port, nats_server_binary
@@ -31,6 +32,7 @@ __all__ = [
     "free_port",
     "nats_server",
     "running_app",
+    "scraped",
     "serve_app",
     "serve_jwks",
 ]
@@ -166,3 +168,17 @@ async def eventually(check: Any, *, timeout: float = 5.0, interval: float = 0.05
         if value or time.monotonic() > deadline:
             return value
         await asyncio.sleep(interval)
+
+
+async def scraped(client: httpx.AsyncClient, name: str, **labels: str) -> float | None:
+    """One sample of the service's own /metrics, as a scraper reads it; None when absent.
+
+    ``name`` is the sample's name (``shop_x_total``, ``shop_y_bucket``...); ``labels`` must
+    match the sample's labels exactly."""
+    resp = await client.get("/metrics")
+    assert resp.status_code == 200, resp.text
+    for family in text_string_to_metric_families(resp.text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return float(sample.value)
+    return None

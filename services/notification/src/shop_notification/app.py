@@ -8,6 +8,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from shopkit.app import Runtime, create_service_app
+from shopkit.metrics import DELIVERY_OUTCOMES, NOTIFICATION_DELIVERIES, prime
 
 from shop_notification.events import start_consumers
 from shop_notification.mail import create_transport
@@ -21,6 +22,7 @@ def create_app(settings: NotificationSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def setup(app: FastAPI, runtime: Runtime) -> AsyncIterator[None]:
+        prime(NOTIFICATION_DELIVERIES, DELIVERY_OUTCOMES)
         start_consumers(runtime, settings, create_transport(settings))
         yield
 

@@ -15,6 +15,7 @@ from datetime import timedelta
 from pydantic import ValidationError
 from shopkit.db import utcnow
 from shopkit.messaging import Event
+from shopkit.metrics import NOTIFICATION_DELIVERIES
 from shopkit.schemas import decode_time_cursor, encode_time_cursor
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -173,6 +174,7 @@ async def finish_send(
     deliveries (nothing would come back to retry it)."""
     if error is None:
         await repository.mark_sent(session, claim.notification_id, now=utcnow())
+        NOTIFICATION_DELIVERIES.labels("sent").inc()
         return Outcome.SENT
     reason = _reason(str(error))
     if claim.attempt >= max_attempts or last_delivery:
@@ -188,6 +190,7 @@ async def finish_send(
             "notification %s: claim %d lost: %s", claim.notification_id, claim.attempt, reason
         )
         return Outcome.DONE_BEFORE
+    NOTIFICATION_DELIVERIES.labels("failed" if outcome is Outcome.FAILED else "retried").inc()
     if outcome is Outcome.FAILED:
         log.error(
             "giving up on notification %s after %d attempts: %s",
@@ -215,6 +218,7 @@ async def mark_failed(notification_id: str, *, reason: str, session: AsyncSessio
     event's last delivery could not send it). A send still under way that succeeds after this
     records 'sent' anyway, which is then the truth."""
     if await repository.mark_failed(session, notification_id, last_error=_reason(reason)):
+        NOTIFICATION_DELIVERIES.labels("failed").inc()
         return Outcome.FAILED
     return Outcome.DONE_BEFORE
 

@@ -23,6 +23,7 @@ from shop_order.errors import (
     InsufficientFunds,
     InsufficientStock,
     PaymentDeclined,
+    RequestInProgress,
     ReservationUnavailable,
     UnknownProduct,
 )
@@ -311,3 +312,22 @@ def charge_settled(
 
 def cancellable(status: str) -> bool:
     return status == Status.CONFIRMED
+
+
+def checkout_outcome(status: int, slug: str | None) -> str:
+    """The outcome a checkout's answer counts as (``shopkit.metrics.CHECKOUT_OUTCOMES``)."""
+    if status == 201:
+        return "confirmed"
+    if status == 202:
+        return "accepted"
+    if status == PaymentDeclined.status:
+        return "declined"
+    if slug in {InsufficientStock.slug, UnknownProduct.slug}:
+        return "out-of-stock"
+    if slug == RequestInProgress.slug:
+        return "replayed"
+    if status == 503:
+        return "unavailable"
+    if 400 <= status < 500:
+        return "rejected"
+    return "error"

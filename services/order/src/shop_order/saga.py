@@ -23,6 +23,14 @@ from shopkit.db import Database, utcnow
 from shopkit.errors import DatabaseUnavailable, DomainError
 from shopkit.http import PeerUnavailable
 from shopkit.messaging import enqueue
+from shopkit.metrics import (
+    CHECKOUT_OUTCOMES,
+    CHECKOUTS,
+    ORDER_CURRENCIES,
+    ORDER_REFUNDS,
+    ORDER_REVENUE,
+    prime,
+)
 from sqlalchemy.exc import IntegrityError
 
 from shop_order import domain, events, repository
@@ -64,6 +72,12 @@ class Answer:
     status: int
     body: dict[str, Any]
     headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def slug(self) -> str | None:
+        """The problem type's last segment, for an error answer."""
+        kind = self.body.get("type")
+        return kind.rsplit("/", 1)[-1] if isinstance(kind, str) else None
 
 
 def error_answer(error: DomainError) -> Answer:
@@ -117,6 +131,9 @@ class OrderSaga:
         self._carts = carts
         self._products = products
         self._payments = payments
+        prime(CHECKOUTS, CHECKOUT_OUTCOMES)
+        prime(ORDER_REVENUE, ORDER_CURRENCIES)
+        prime(ORDER_REFUNDS, ORDER_CURRENCIES)
 
     # ------------------------------------------------------------------ persistence steps
 
@@ -179,7 +196,9 @@ class OrderSaga:
             order.response_status = 201
             order.response_body = to_read(order).model_dump(mode="json")
             await enqueue(session, outbox, events.ORDER_CONFIRMED, events.order_confirmed(order))
-            return order
+        # Counted once committed: only one caller moves an order to confirmed.
+        ORDER_REVENUE.labels(order.currency).inc(order.total_amount)
+        return order
 
     async def _mark_cancelled(self, order_id: str) -> Order | None:
         async with self._db.session() as session:
@@ -195,7 +214,8 @@ class OrderSaga:
             await enqueue(
                 session, outbox, events.ORDER_CANCELLED, events.order_cancelled(order, refunded)
             )
-            return order
+        ORDER_REFUNDS.labels(order.currency).inc(refunded)
+        return order
 
     async def _load(self, order_id: str) -> Order | None:
         # A read takes no write lock: the answer can still be read while another writer holds
@@ -221,10 +241,19 @@ class OrderSaga:
 
     async def place_order(self, customer_id: str, key: str, body: OrderCreate) -> Answer:
         fingerprint = domain.request_fingerprint(body)
-        admitted = await self._admit(customer_id, key, fingerprint, body)
-        if isinstance(admitted, Answer):
-            return admitted
-        return await self._checkout(admitted, customer_id, body)
+        try:
+            admitted = await self._admit(customer_id, key, fingerprint, body)
+            if isinstance(admitted, Answer):
+                return admitted  # counted by _admit, which knows a replay from a refusal
+            answer = await self._checkout(admitted, customer_id, body)
+        except DomainError as exc:
+            CHECKOUTS.labels(domain.checkout_outcome(exc.status, exc.slug)).inc()
+            raise
+        except Exception:
+            CHECKOUTS.labels("error").inc()
+            raise
+        CHECKOUTS.labels(domain.checkout_outcome(answer.status, answer.slug)).inc()
+        return answer
 
     async def _admit(
         self, customer_id: str, key: str, fingerprint: str, body: OrderCreate
@@ -236,6 +265,7 @@ class OrderSaga:
             async with self._db.session(read_only=True) as session:
                 existing = await repository.get_by_key(session, customer_id, key)
             if existing is None:
+                CHECKOUTS.labels("unavailable").inc()
                 return error_answer(
                     PaymentUnavailable(
                         "payment is failing; nothing was reserved or charged",
@@ -273,11 +303,13 @@ class OrderSaga:
             async with self._db.session() as session:
                 existing = await repository.get_by_key(session, customer_id, key)
             if existing is None:
+                CHECKOUTS.labels("replayed").inc()
                 return in_progress(order_id)
             return self._readmit(existing, fingerprint)
         return order_id
 
     def _readmit(self, existing: Order, fingerprint: str) -> Answer:
+        CHECKOUTS.labels("replayed").inc()
         decision = domain.admission(
             existing.request_fingerprint, existing.response_status is not None, fingerprint
         )

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from shopkit.app import Runtime, create_service_app
+from shopkit.metrics import DECLINE_REASONS, PAYMENT_DECLINES, prime
 
 from shop_payment.models import outbox
 from shop_payment.provider import build_provider
@@ -21,6 +22,7 @@ def create_app(settings: PaymentSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def setup(app: FastAPI, runtime: Runtime) -> AsyncIterator[None]:
         app.state.provider = build_provider(settings)
+        prime(PAYMENT_DECLINES, DECLINE_REASONS)
         # Payment serves internal routes only and verifies no user tokens, so the user
         # service's key set is no reason for it to be unready.
         runtime.checks.pop("jwks", None)

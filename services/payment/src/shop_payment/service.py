@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 from shopkit.db import utcnow
+from shopkit.metrics import PAYMENT_DECLINES
 from shopkit.schemas import Money
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -91,6 +92,7 @@ async def create_charge(
         return await _replay_charge(winner, digest, session=session)
     if charge.status == "declined":
         await events.payment_declined(session, charge)
+        PAYMENT_DECLINES.labels(charge.decline_code or "card-declined").inc()
     return ChargeResult(replayed=False, charge=_charge_read(charge, refunded=0))
 
 

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 
 from shopkit.db import utcnow
 from shopkit.errors import ServiceUnavailable
+from shopkit.metrics import RESERVATIONS_EXPIRED
 from shopkit.schemas import Money, decode_cursor, encode_cursor, invalid_cursor
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -361,6 +362,7 @@ async def expire_due(*, session: AsyncSession, now: datetime, limit: int) -> int
         if await repo.transition(session, order_id, from_status=ACTIVE, to_status=EXPIRED):
             for line in await repo.reservation_lines(session, order_id):
                 await repo.unreserve_units(session, line.product_id, line.quantity)
+            RESERVATIONS_EXPIRED.inc()
     return len(due)
 
 
