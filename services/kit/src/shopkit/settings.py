@@ -49,6 +49,9 @@ class ServiceSettings(BaseSettings):
     log_json: bool = True
     # Prometheus metrics: off, requests are not measured and /metrics answers 404.
     metrics_enabled: bool = True
+    # uvicorn worker processes sharing the port. Above 1 they share one Prometheus
+    # multiprocess directory so /metrics counts every worker's requests (shopkit.server).
+    workers: int = Field(default=1, ge=1, le=64)
 
     # FAULT INJECTION, for tests only: shifts this service's wall clock (stored timestamps, token
     # iat/exp, reservation expiry) by this many seconds, to show that bounded skew between
