@@ -167,6 +167,23 @@ class PlatformConfig:
         return env
 
 
+def caller_settings(
+    config: PlatformConfig, environ: Mapping[str, str]
+) -> dict[str, dict[str, str]]:
+    """The caller's ``SWEETSLICE_<SERVICE>_*`` variables per service, for ``make up``: every
+    setting the README documents works from the shell (say, a higher gateway rate limit for a
+    load test), while what the launcher decides itself (ports, addresses, data directory) wins
+    over a stray variable."""
+    found: dict[str, dict[str, str]] = {}
+    for service in (*SERVICES, "gateway"):
+        prefix = f"SWEETSLICE_{service.upper()}_"
+        own = config.env_for(service)
+        chosen = {k: v for k, v in environ.items() if k.startswith(prefix) and k not in own}
+        if chosen:
+            found[service] = chosen
+    return found
+
+
 def service_of(instance: str) -> str:
     """``"product-2"`` -> ``"product"``."""
     return instance.rsplit("-", 1)[0] if instance[-1].isdigit() else instance
@@ -385,12 +402,15 @@ async def _run(args: argparse.Namespace) -> int:
     admin = (admin_email, admin_password) if admin_email and admin_password else None
     config = PlatformConfig(data_dir=args.data_dir, admin=admin, replicas=dict(args.replicas))
     config.ports["gateway"] = args.port
+    config.extra_env = caller_settings(config, os.environ)
     platform = Platform(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     print(f"Starting Sweet Slice (data in {args.data_dir.resolve()}, logs in {args.data_dir}/logs)")
+    for service, settings in config.extra_env.items():
+        print(f"  {service}: {', '.join(sorted(settings))} from the environment")
     try:
         seconds = await platform.start()
     except (RuntimeError, TimeoutError) as exc:
