@@ -17,6 +17,7 @@ export UV_PYTHON_DOWNLOADS := never
 WORKSPACE_FILES := pyproject.toml uv.lock $(wildcard services/*/pyproject.toml)
 
 .PHONY: help install up reset lint format typecheck contracts test test-unit test-e2e test-faults chaos clean
+.PHONY: load test-load
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -56,7 +57,10 @@ test-e2e: install ## cross-service tests on the real processes, on SQLite and on
 test-faults: install ## faults injected into the running platform (Toxiproxy, kill -9, SIGSTOP)
 	$(VENV)/bin/pytest tests/faults $(PYTEST_ARGS)
 
-test: lint typecheck contracts test-unit test-e2e test-faults ## everything CI runs
+test-load: install ## the locust journeys against the real processes, and an SLO that fails a run
+	$(VENV)/bin/pytest tests/load $(PYTEST_ARGS)
+
+test: lint typecheck contracts test-unit test-e2e test-faults test-load ## everything CI runs
 
 CHAOS_FIGURES := docs/reliability-figures.json
 chaos: install ## every fault at RELIABILITY.md's full size; figures into docs/reliability.md
@@ -66,6 +70,21 @@ chaos: install ## every fault at RELIABILITY.md's full size; figures into docs/r
 		if [ -f $(CHAOS_FIGURES) ]; then \
 			$(PY) scripts/reliability_report.py $(CHAOS_FIGURES) docs/reliability.md; fi; \
 		exit $$status
+
+# `make load` drives a running `make up` (see README, Load testing); reports land in LOAD_DIR.
+LOAD_HOST ?= http://127.0.0.1:$(PORT)
+USERS ?= 20
+SPAWN_RATE ?= 5
+DURATION ?= 1m
+SHAPE ?= constant
+LOAD_DIR ?= $(DATA_DIR)/load
+LOAD_ARGS ?=
+load: install ## locust journeys against `make up` (USERS, SPAWN_RATE, DURATION, SHAPE); report in DATA_DIR/load
+	@out=$(LOAD_DIR)/$$(date -u +%Y%m%dT%H%M%SZ); mkdir -p $$out; \
+	$(VENV)/bin/locust -f tests/load/locustfile.py --headless --host $(LOAD_HOST) \
+		--users $(USERS) --spawn-rate $(SPAWN_RATE) --run-time $(DURATION) --shape $(SHAPE) \
+		--csv $$out/stats --html $$out/report.html $(LOAD_ARGS); status=$$?; \
+	echo "report: $$out/report.html (CSV: $$out/stats_*.csv)"; exit $$status
 
 clean: ## remove the venv, caches and local data
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache $(DATA_DIR)
