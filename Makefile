@@ -17,6 +17,7 @@ export UV_PYTHON_DOWNLOADS := never
 WORKSPACE_FILES := pyproject.toml uv.lock $(wildcard services/*/pyproject.toml)
 
 .PHONY: help install up reset lint format typecheck contracts test test-unit test-e2e test-faults chaos clean
+.PHONY: test-telemetry
 .PHONY: load test-load
 
 help: ## list the targets
@@ -57,10 +58,19 @@ test-e2e: install ## cross-service tests on the real processes, on SQLite and on
 test-faults: install ## faults injected into the running platform (Toxiproxy, kill -9, SIGSTOP)
 	$(VENV)/bin/pytest tests/faults $(PYTEST_ARGS)
 
+# promtool and prometheus come from the Debian package `prometheus` (.ci/run installs it).
+PROMTOOL ?= promtool
+PROM_RULES := k8s/observability/prometheus
+test-telemetry: install ## Prometheus rules (promtool) and dashboards/traces against the real servers
+	@command -v $(PROMTOOL) >/dev/null || { echo "promtool not found: install the Debian package 'prometheus' (apt-get install prometheus; .ci/run does it)" >&2; exit 1; }
+	$(PROMTOOL) check rules $(PROM_RULES)/rules.yaml
+	$(PROMTOOL) test rules $(PROM_RULES)/rules.test.yaml
+	$(VENV)/bin/pytest tests/telemetry $(PYTEST_ARGS)
+
 test-load: install ## the locust journeys against the real processes, and an SLO that fails a run
 	$(VENV)/bin/pytest tests/load $(PYTEST_ARGS)
 
-test: lint typecheck contracts test-unit test-e2e test-faults test-load ## everything CI runs
+test: lint typecheck contracts test-unit test-e2e test-faults test-load test-telemetry ## everything CI runs
 
 CHAOS_FIGURES := docs/reliability-figures.json
 chaos: install ## every fault at RELIABILITY.md's full size; figures into docs/reliability.md
