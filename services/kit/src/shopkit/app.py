@@ -19,6 +19,7 @@ import aiohttp
 from fastapi import APIRouter, FastAPI
 from sqlalchemy import Table
 
+from shopkit import tracing
 from shopkit.auth import TokenVerifier, remote_jwks
 from shopkit.db import Database
 from shopkit.deadline import detached_context
@@ -154,6 +155,7 @@ def create_service_app(
         app.state.verifier = runtime.verifier
         app.state.checks = runtime.checks
         app.state.internal_token = settings.internal_token.get_secret_value()
+        tracing.start(settings.service_name)
         try:
             if setup is not None:
                 async with setup(app, runtime):
@@ -168,6 +170,8 @@ def create_service_app(
                 await runtime.broker.close()
             await http.close()
             await db.dispose()
+            # Last, so spans of the shutdown itself are flushed too.
+            await tracing.stop()
 
     app = FastAPI(
         title=title,
@@ -184,6 +188,8 @@ def create_service_app(
         service=settings.service_name,
         metrics=settings.metrics_enabled,
     )
+    # Outermost, so the access log line and every error handler run inside the request's span.
+    app.add_middleware(tracing.TracingMiddleware)
     app.include_router(health_router)
     if settings.metrics_enabled:
         app.include_router(metrics_router)

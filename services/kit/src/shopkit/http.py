@@ -21,6 +21,7 @@ import aiohttp
 from pydantic import BaseModel, ValidationError
 
 from shopkit import deadline as deadlines
+from shopkit import tracing
 from shopkit.discovery import Discovery
 from shopkit.errors import ServiceUnavailable
 from shopkit.logs import request_id_var
@@ -223,17 +224,20 @@ class ServiceClient:
         try:
             while True:
                 try:
-                    async with self._session.request(
-                        method,
-                        base + path,
-                        json=json_body,
-                        params=params,
-                        headers=sent_headers,
-                        timeout=budget,
-                    ) as resp:
-                        raw = await resp.read()
-                        status = resp.status
-                        resp_headers = dict(resp.headers.items())
+                    # One span per attempt (another instance, a retry): each carries its own.
+                    with tracing.client_span(method, self.peer, base, path) as span:
+                        async with self._session.request(
+                            method,
+                            base + path,
+                            json=json_body,
+                            params=params,
+                            headers=tracing.inject(sent_headers),
+                            timeout=budget,
+                        ) as resp:
+                            raw = await resp.read()
+                            status = resp.status
+                            resp_headers = dict(resp.headers.items())
+                        tracing.client_response(span, status)
                     break
                 except aiohttp.ClientConnectorError:
                     self._discovery.unreachable(self.peer, base)

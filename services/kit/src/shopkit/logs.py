@@ -1,4 +1,5 @@
-"""JSON logs that carry the request id of the request being served."""
+"""JSON logs that carry the request id of the request being served, and the trace and span ids
+of the current span when one is active (:mod:`shopkit.tracing`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import time
 import uuid
 from contextvars import ContextVar
 from typing import Any
+
+from opentelemetry import trace
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 
@@ -40,6 +43,11 @@ class JsonFormatter(logging.Formatter):
         request_id = request_id_var.get()
         if request_id:
             entry["request_id"] = request_id
+        # Formatted in the logging call's own context, so this is the span that logged it.
+        span = trace.get_current_span().get_span_context()
+        if span.is_valid:
+            entry["trace_id"] = format(span.trace_id, "032x")
+            entry["span_id"] = format(span.span_id, "016x")
         extra = getattr(record, "fields", None)
         if isinstance(extra, dict):
             entry.update(extra)

@@ -56,6 +56,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
+from shopkit import tracing
 from shopkit.auth import Internal
 from shopkit.db import Database, UtcDateTime, utcnow
 from shopkit.schemas import decode_cursor, encode_cursor, invalid_cursor
@@ -239,6 +240,9 @@ def outbox_table(metadata: MetaData) -> Table:
         Column("payload", Text, nullable=False),
         Column("created_at", UtcDateTime(), nullable=False),
         Column("published_at", UtcDateTime(), nullable=True),
+        # W3C trace context of the request that wrote the row (JSON headers), or NULL: the
+        # relay publishes later, outside that request, and sends it on as message headers.
+        Column("trace_context", Text, nullable=True),
         Index("ix_outbox_unpublished", "published_at", "created_at"),
     )
 
@@ -250,7 +254,11 @@ async def enqueue(session: AsyncSession, table: Table, subject: str, data: dict[
     envelope = {"id": event_id, "type": subject, "occurred_at": now.isoformat(), "data": data}
     await session.execute(
         table.insert().values(
-            id=event_id, subject=subject, payload=json.dumps(envelope), created_at=now
+            id=event_id,
+            subject=subject,
+            payload=json.dumps(envelope),
+            created_at=now,
+            trace_context=tracing.producer_context(subject, event_id),
         )
     )
     session.info["outbox"] = True
@@ -292,7 +300,7 @@ class OutboxRelay:
         async with self._db.session() as session:
             rows = (
                 await session.execute(
-                    select(t.c.id, t.c.subject, t.c.payload, t.c.created_at)
+                    select(t.c.id, t.c.subject, t.c.payload, t.c.created_at, t.c.trace_context)
                     .where(t.c.published_at.is_(None))
                     .order_by(t.c.created_at)
                     .limit(self._batch)
@@ -303,7 +311,12 @@ class OutboxRelay:
         published: list[str] = []
         try:
             for row in rows:
-                ack = await self._broker.publish(row.subject, row.payload.encode(), msg_id=row.id)
+                ack = await self._broker.publish(
+                    row.subject,
+                    row.payload.encode(),
+                    msg_id=row.id,
+                    headers=tracing.captured_headers(row.trace_context),
+                )
                 published.append(row.id)
                 outcome = "duplicate" if ack.duplicate else "new"
                 OUTBOX_PUBLISHED.labels(self._broker.name, outcome).inc()
@@ -551,6 +564,15 @@ class _Delivery:
     handling: dict[str, asyncio.Event] = field(default_factory=dict)
 
     async def handle(self, msg: Msg) -> None:
+        if not tracing.enabled():
+            await self._settle(msg)
+            return
+        # The span's parent is the producer's context the message carries (see enqueue).
+        delivery = msg.metadata.num_delivered or 1
+        with tracing.consumer_span(msg.subject, msg.headers, self.durable, delivery):
+            await self._settle(msg)
+
+    async def _settle(self, msg: Msg) -> None:
         try:
             await self._handle(msg)
         except Exception as exc:
@@ -564,9 +586,11 @@ class _Delivery:
         try:
             event = Event.parse(msg.data, delivery=attempt, last_delivery=last)
         except (ValueError, KeyError, TypeError) as exc:
+            tracing.failed(exc)
             log.error("message %s on %s is not an event: %s", _seq(msg), msg.subject, exc)
             await self._dead_letter(msg, attempt, f"not an event: {exc}", None)
             return
+        tracing.message_id(event.id)
         try:
             fresh = self.inbox is None or await self.inbox.receive(
                 event.id, self.durable, msg.subject
@@ -610,6 +634,7 @@ class _Delivery:
         await msg.ack()
 
     async def _failed(self, msg: Msg, event: Event, exc: Exception) -> None:
+        tracing.failed(exc)
         if event.last_delivery:
             log.error(
                 "giving up on event %s after %d deliveries: %s", event.id, event.delivery, exc
@@ -634,6 +659,8 @@ class _Delivery:
         }
         if event is not None:
             headers["Dead-Letter-Event-Id"] = event.id
+        # A dead letter stays in the trace of the event it could not handle.
+        headers = {**tracing.trace_headers(msg.headers), **headers}
         try:
             await self.broker.publish(
                 DEAD_LETTER_PREFIX + self.durable,
