@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import aiohttp
 from prometheus_client import Counter, Histogram
+from shopkit import tracing
 from shopkit.auth import TokenVerifier, remote_jwks
 from shopkit.discovery import StaticDiscovery
 from shopkit.errors import Unauthorized
@@ -30,7 +31,7 @@ from shop_gateway.headers import IncomingRequest, read_request_headers
 from shop_gateway.limits import RateLimiter, retry_after
 from shop_gateway.openapi import DOCS_HTML, OpenApiAggregator
 from shop_gateway.proxy import Proxy, new_upstream_session
-from shop_gateway.routing import API_PREFIX, has_dot_segment, is_public, upstream_for
+from shop_gateway.routing import API_PREFIX, has_dot_segment, is_public, route_of, upstream_for
 from shop_gateway.settings import UPSTREAMS, GatewaySettings
 
 log = logging.getLogger("shop_gateway")
@@ -127,12 +128,21 @@ class Gateway:
         path: str = scope["path"]
         route = "unmatched"
         status = 500
+        spans: tracing.GatewaySpans | None = None
         try:
             service = upstream_for(path)
             if service is None or has_dot_segment(path):
                 route, status = await self._local(scope, send, incoming, rid)
                 return
             route = service
+            if tracing.enabled():
+                spans = tracing.start_gateway_request(
+                    method,
+                    route_of(path),
+                    service,
+                    scope["headers"],
+                    trust_client_context=self.settings.trust_client_trace_context,
+                )
             cors = self.cors.response_headers(incoming.origin) if incoming.origin else []
             if method == "OPTIONS" and incoming.preflight and incoming.origin is not None:
                 status = await self._preflight(send, incoming.origin, rid)
@@ -162,6 +172,8 @@ class Gateway:
                 if wait:
                     status = await self._rate_limited(send, wait, rid, cors)
                     return
+                if spans is not None:
+                    incoming.forward.extend(tracing.gateway_upstream_headers(spans, method))
                 status = await self._proxy.forward(
                     scope,
                     receive,
@@ -182,6 +194,8 @@ class Gateway:
         finally:
             if self._metrics is not None:
                 self._metrics.observe(method, route, status, time.perf_counter() - started)
+            if spans is not None:
+                tracing.end_gateway_request(spans, status)
             request_id_var.reset(context)
 
     async def _not_http(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -210,6 +224,7 @@ class Gateway:
     async def startup(self) -> None:
         settings = self.settings
         configure_logging(settings.service_name, settings.log_level, json_lines=settings.log_json)
+        tracing.start(settings.service_name)
         session = new_upstream_session(settings.upstream_connections_per_host, len(UPSTREAMS))
         discovery = StaticDiscovery(settings.upstream_urls())
         verifier = TokenVerifier(
@@ -256,6 +271,7 @@ class Gateway:
         if self._resources is not None:
             await self._resources.session.close()
             self._resources = None
+        await tracing.stop()
 
     # Answers the gateway gives itself
 

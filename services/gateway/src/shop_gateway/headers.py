@@ -37,6 +37,10 @@ SPOOFABLE = frozenset(
         b"x-request-id",
         # The upstream's time budget is the gateway's to set (shopkit.deadline).
         b"x-request-budget-ms",
+        # Trace context is the gateway's to start (shopkit.tracing.start_gateway_request).
+        b"traceparent",
+        b"tracestate",
+        b"baggage",
     }
 )
 SPOOFABLE_PREFIXES = (b"x-forwarded-", b"x-user-", b"x-internal-")

@@ -50,6 +50,12 @@ def upstream_for(path: str) -> str | None:
     return SEGMENT_UPSTREAMS.get(segment)
 
 
+def route_of(path: str) -> str:
+    """A low-cardinality name of a routed path (for traces): its collection, or below it."""
+    base = API_PREFIX + (first_segment(path) or "")
+    return base if path in (base, base + "/") else base + "/*"
+
+
 def is_public(method: str, path: str) -> bool:
     if method in _READ_METHODS:
         return first_segment(path) in _PUBLIC_READ_SEGMENTS

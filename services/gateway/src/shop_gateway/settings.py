@@ -56,6 +56,10 @@ class GatewaySettings(ServiceSettings):
     # Verified tokens remembered so a busy client does not pay a signature check per request.
     token_cache_size: int = Field(default=10_000, ge=0)
     token_cache_seconds: float = Field(default=30.0, ge=0)
+    # Continue a client's W3C trace context (traceparent) instead of starting a new trace with a
+    # link to it. Only behind a proxy of your own that sets or vets the header: a client could
+    # otherwise choose trace ids and force sampling on or off (shopkit.tracing).
+    trust_client_trace_context: bool = False
 
     @field_validator("cors_allowed_origins", "ready_upstreams", mode="before")
     @classmethod
