@@ -17,6 +17,7 @@ export UV_PYTHON_DOWNLOADS := never
 WORKSPACE_FILES := pyproject.toml uv.lock $(wildcard services/*/pyproject.toml)
 
 .PHONY: help install up reset lint format typecheck contracts test test-unit test-e2e test-faults chaos clean
+.PHONY: bench
 .PHONY: test-telemetry
 .PHONY: load test-load
 
@@ -95,6 +96,13 @@ load: install ## locust journeys against `make up` (USERS, SPAWN_RATE, DURATION,
 		--users $(USERS) --spawn-rate $(SPAWN_RATE) --run-time $(DURATION) --shape $(SHAPE) \
 		--csv $$out/stats --html $$out/report.html $(LOAD_ARGS); status=$$?; \
 	echo "report: $$out/report.html (CSV: $$out/stats_*.csv)"; exit $$status
+
+# `make bench` starts its own platforms (never `make up`'s); BENCH_QUICK=1 runs a few seconds
+# per arm to check the tooling, BENCH_ONLY=P1,P5 picks goals. Writes docs/benchmarks.md.
+BENCH_QUICK ?=
+BENCH_ONLY ?=
+bench: install ## PERFORMANCE.md's P1-P6 side by side into docs/benchmarks.md (BENCH_QUICK=1)
+	@$(PY) scripts/bench/bench.py $(if $(BENCH_QUICK),--quick) $(if $(BENCH_ONLY),--only $(BENCH_ONLY))
 
 clean: ## remove the venv, caches and local data
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache $(DATA_DIR)
