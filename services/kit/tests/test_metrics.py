@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from fastapi import APIRouter, FastAPI
 from prometheus_client import REGISTRY
+from prometheus_client.parser import text_string_to_metric_families
 from pydantic_settings import SettingsConfigDict
 from shopkit.app import create_service_app
 from shopkit.db import Database
@@ -158,3 +162,34 @@ def test_the_switch_reads_the_service_prefix(monkeypatch: pytest.MonkeyPatch) ->
     assert MeteredSettings().metrics_enabled is False
     monkeypatch.delenv("SWEETSLICE_METERED_METRICS_ENABLED")
     assert MeteredSettings().metrics_enabled is True
+
+
+_WORKER = """
+import sys, time
+from shopkit.messaging import OUTBOX_LAG
+from shopkit.metrics import CHECKOUT_OUTCOMES, CHECKOUTS, prime
+prime(CHECKOUTS, CHECKOUT_OUTCOMES)
+CHECKOUTS.labels("confirmed").inc()
+OUTBOX_LAG.labels("order").set(float(sys.argv[1]))
+"""
+
+
+def test_workers_add_up_and_the_latest_lag_wins(tmp_path: Path) -> None:
+    """Several worker processes of one service, as uvicorn runs them with <PREFIX>WORKERS:
+    counters add up over the workers, primed series stay at 0, and the outbox lag is the
+    reading of whichever worker's relay looked last, not the largest ever seen."""
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    for lag in ("30", "2"):  # an older worker saw 30 s; a later pass found 2 s
+        subprocess.run([sys.executable, "-c", _WORKER, lag], env=env, check=True)
+    read = "from shopkit.observability import metrics_payload; print(metrics_payload()[0].decode())"
+    text = subprocess.run(
+        [sys.executable, "-c", read], env=env, check=True, capture_output=True, text=True
+    ).stdout
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    assert samples[("shop_order_checkouts_total", (("outcome", "confirmed"),))] == 2
+    assert samples[("shop_order_checkouts_total", (("outcome", "declined"),))] == 0
+    assert samples[("shop_outbox_lag_seconds", (("service", "order"),))] == 2
