@@ -27,8 +27,8 @@ class MeteredSettings(ServiceSettings):
     service_name: str = "metered"
 
 
-class PantryClient(ServiceClient):
-    peer = "pantry"
+class LarderClient(ServiceClient):
+    peer = "larder"
 
 
 router = APIRouter()
@@ -43,7 +43,9 @@ def _value(name: str, **labels: str) -> float | None:
     return REGISTRY.get_sample_value(name, labels)
 
 
-def _app(tmp_path: Path, service: str, **overrides: object) -> FastAPI:
+def _app(
+    tmp_path: Path, service: str, peers: dict[str, str] | None = None, **overrides: object
+) -> FastAPI:
     settings = MeteredSettings(
         data_dir=tmp_path,
         user_url="http://127.0.0.1:9",
@@ -51,7 +53,12 @@ def _app(tmp_path: Path, service: str, **overrides: object) -> FastAPI:
         **overrides,  # type: ignore[arg-type]
     )
     return create_service_app(
-        settings, title="metered", description="metered", routers=[router], migrations=None
+        settings,
+        title="metered",
+        description="metered",
+        routers=[router],
+        migrations=None,
+        peers=peers,
     )
 
 
@@ -123,14 +130,17 @@ async def test_a_consumer_exports_its_dead_letter_and_outcome_series_before_any_
 
 
 async def test_metrics_on_counts_requests_and_primes_peers(tmp_path: Path) -> None:
-    app = _app(tmp_path, "metered-on")
+    app = _app(tmp_path, "metered-on", peers={"pantry": "http://127.0.0.1:9"})
     async with running_app(app) as client:
-        app.state.runtime.client(PantryClient)
-        # Known before the first call: the breaker closed, every outcome at 0.
+        # Known before the first call, before its client even exists: the breaker closed,
+        # every outcome at 0. A client made later for another peer primes that one.
         assert _value("shop_peer_breaker_state", service="metered-on", peer="pantry") == 0
         for outcome in ("ok", "failed", "short-circuited", "rejected"):
             labels = {"service": "metered-on", "peer": "pantry", "outcome": outcome}
             assert _value("shop_peer_calls_total", **labels) == 0
+        assert _value("shop_peer_breaker_state", service="metered-on", peer="larder") is None
+        app.state.runtime.client(LarderClient)
+        assert _value("shop_peer_breaker_state", service="metered-on", peer="larder") == 0
         for _ in range(3):
             assert (await client.get("/things/abc")).status_code == 200
         labels = {"service": "metered-on", "method": "GET", "route": "/things/{thing_id}"}

@@ -121,6 +121,9 @@ def create_service_app(
             await migrate(db, migrations)
         http = new_client_session()
         discovery = StaticDiscovery({"user": settings.user_url, **(peers or {})})
+        for peer in peers or {}:
+            # Clients made on first use still show their peer (at 0, breaker closed) from now.
+            prime_peer(settings.service_name, peer)
         runtime = Runtime(
             settings=settings,
             db=db,
