@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-from shop_gateway.auth import EdgeAuth
+from shop_gateway.auth import EdgeAuth, KeysUnavailable
 from shopkit.auth import TokenVerifier
 from shopkit.errors import Unauthorized
 from shopkit.testing import TokenFactory, serve_jwks
@@ -139,6 +139,38 @@ async def test_keys_unavailable_is_503_not_401(
     assert response.status_code == 503
     assert response.headers["retry-after"]
     assert upstreams["cart"].calls == []
+
+
+async def test_keys_that_failed_to_load_are_fetched_again_soon(tokens: TokenFactory) -> None:
+    """The user service was still starting at the first fetch: tokens work as soon as a retry
+    finds the keys, not a whole refetch interval later."""
+    fetches = 0
+
+    async def keys() -> dict[str, Any]:
+        nonlocal fetches
+        fetches += 1
+        if fetches == 1:
+            raise OSError("connection refused")
+        return tokens.jwks
+
+    verifier = TokenVerifier(
+        keys,
+        issuer=tokens.issuer,
+        audience=tokens.audience,
+        refetch_interval=30,
+        retry_interval=0.2,
+    )
+    auth = EdgeAuth(verifier, cache_size=10, cache_seconds=30)
+    bearer = f"Bearer {tokens.token('early')}".encode()
+    with pytest.raises(KeysUnavailable):
+        await auth.subject(bearer)
+    # Within the retry interval the user service is not asked again.
+    with pytest.raises(KeysUnavailable):
+        await auth.subject(bearer)
+    assert fetches == 1
+    await asyncio.sleep(0.3)
+    assert await auth.subject(bearer) == "early"
+    assert fetches == 2
 
 
 async def test_keys_from_a_jwks_server(gateway_factory: Any, upstreams: dict[str, Any]) -> None:

@@ -3,6 +3,8 @@
 The user service signs EdDSA (Ed25519) tokens and publishes the public keys as a JWKS; everyone
 else fetches that set, caches it, and refetches when a token names a key id it has not seen (key
 rotation) — at most once per ``refetch_interval`` so forged kids cannot turn into a request storm.
+A fetch that failed (the user service still starting, say) is tried again after
+``retry_interval`` instead, so one early failure does not lock tokens out for the whole interval.
 Calls between services on internal routes carry a shared internal token instead.
 
 The time claims (``iat``, ``nbf``, ``exp``) are checked here, on the service's own clock
@@ -57,6 +59,7 @@ class TokenVerifier:
         audience: str,
         leeway: int = 360,
         refetch_interval: float = 30.0,
+        retry_interval: float = 1.0,
         now: Callable[[], float] = clock.now,
     ) -> None:
         self._fetch = fetch_jwks
@@ -65,8 +68,9 @@ class TokenVerifier:
         self._leeway = leeway
         self._now = now
         self._refetch_interval = refetch_interval
+        self._retry_interval = retry_interval
         self._keys: dict[str, Any] = {}
-        self._fetched_at = float("-inf")
+        self._next_fetch = float("-inf")  # time.monotonic() before which no fetch is made
         self._lock = asyncio.Lock()
 
     @property
@@ -75,9 +79,10 @@ class TokenVerifier:
 
     async def refresh(self, *, force: bool = False) -> None:
         async with self._lock:
-            if not force and time.monotonic() - self._fetched_at < self._refetch_interval:
+            started = time.monotonic()
+            if not force and started < self._next_fetch:
                 return
-            self._fetched_at = time.monotonic()
+            self._next_fetch = started + self._retry_interval
             jwks = await self._fetch()
             keys = {}
             for entry in jwks.get("keys", []):
@@ -86,6 +91,7 @@ class TokenVerifier:
                     keys[key.key_id] = key.key
             if keys:
                 self._keys = keys
+                self._next_fetch = started + self._refetch_interval
 
     async def check(self) -> None:
         """Readiness: the signing keys are loaded (fetched now if they are not yet)."""
