@@ -12,7 +12,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from email import message_from_bytes
 from email.message import Message
@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from shopkit.launcher import SERVICES, Platform, PlatformConfig, free_port
@@ -121,6 +122,21 @@ class SmtpSink:
 
     def to(self, address: str) -> list[Message]:
         return [m for m in self.messages() if address in str(m.get("To", ""))]
+
+
+@contextlib.contextmanager
+def started_platform(
+    config: PlatformConfig, more_logs: Callable[[], str] | None = None
+) -> Iterator[RunningPlatform]:
+    """A fixture's platform: started, then stopped. A start that fails fails the test with each
+    service log's tail, and ``more_logs()`` (the logs of a server the platform depends on)."""
+    running = RunningPlatform(config)
+    try:
+        running.start()
+    except RuntimeError as exc:
+        pytest.fail(f"{exc}{more_logs() if more_logs else ''}")
+    yield running
+    running.stop()
 
 
 class RunningPlatform:

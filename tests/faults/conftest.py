@@ -13,7 +13,7 @@ import httpx
 import pytest
 from shopkit.launcher import DEFAULT_PORTS, PlatformConfig, free_ports
 
-from tests.e2e.support import ADMIN, RunningPlatform
+from tests.e2e.support import ADMIN, RunningPlatform, started_platform
 from tests.faults.harness import (
     CLIENT_TIMEOUT_SECONDS,
     PROXIED,
@@ -97,13 +97,8 @@ def platform(
                 await api.create_proxy(name, address, f"127.0.0.1:{config.ports[callee]}")
 
     asyncio.run(create_proxies())
-    running = RunningPlatform(config)
-    try:
-        running.start()
-    except RuntimeError as exc:
-        pytest.fail(str(exc))
-    yield running
-    running.stop()
+    with started_platform(config) as running:
+        yield running
 
 
 @pytest.fixture

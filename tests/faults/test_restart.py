@@ -17,7 +17,7 @@ import httpx
 import pytest
 from shopkit.launcher import PlatformConfig
 
-from tests.e2e.support import ADMIN, RunningPlatform, fresh_product, new_customer
+from tests.e2e.support import ADMIN, RunningPlatform, fresh_product, new_customer, started_platform
 from tests.faults.checker import check_history
 from tests.faults.harness import (
     Figures,
@@ -46,13 +46,8 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPlatfo
         extra_env=env,
         replicas=dict.fromkeys(REPLICATED, 2),
     )
-    running = RunningPlatform(config)
-    try:
-        running.start()
-    except RuntimeError as exc:
-        pytest.fail(str(exc))
-    yield running
-    running.stop()
+    with started_platform(config) as running:
+        yield running
 
 
 async def test_r14_sigterm_under_load_with_a_second_instance(

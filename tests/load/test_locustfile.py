@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from shopkit.launcher import PlatformConfig
 
-from tests.e2e.support import RunningPlatform
+from tests.e2e.support import RunningPlatform, started_platform
 from tests.load import routes
 
 pytestmark = pytest.mark.e2e
@@ -34,13 +34,8 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPlatfo
         # All shoppers share one address; `make load` documents the same for `make up`.
         extra_env={"gateway": {"SWEETSLICE_GATEWAY_RATE_LIMIT_PER_SECOND": "0"}},
     )
-    running = RunningPlatform(config)
-    try:
-        running.start()
-    except RuntimeError as exc:
-        pytest.fail(str(exc))
-    yield running
-    running.stop()
+    with started_platform(config) as running:
+        yield running
 
 
 def run_locust(gateway: str, out: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -39,6 +39,7 @@ from tests.e2e.support import (
     login,
     new_customer,
     order_body,
+    started_platform,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -252,13 +253,8 @@ def prometheus(
 def monitored_platform(
     prometheus: Prometheus, platform_config: PlatformConfig
 ) -> Iterator[RunningPlatform]:
-    running = RunningPlatform(platform_config)
-    try:
-        running.start()
-    except RuntimeError as exc:
-        pytest.fail(str(exc))
-    yield running
-    running.stop()
+    with started_platform(platform_config) as running:
+        yield running
 
 
 async def shop(gateway: str) -> dict[str, int]:

@@ -32,6 +32,7 @@ from tests.e2e.support import (
     login,
     new_customer,
     order_body,
+    started_platform,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -200,13 +201,8 @@ def traced_platform(
         admin=ADMIN,
         extra_env={name: dict(otel) for name in (*SERVICES, "gateway")},
     )
-    running = RunningPlatform(config)
-    try:
-        running.start()
-    except RuntimeError as exc:
-        pytest.fail(f"{exc}\n--- collector ---\n{collector.log()}")
-    yield running
-    running.stop()
+    with started_platform(config, lambda: f"\n--- collector ---\n{collector.log()}") as running:
+        yield running
 
 
 @pytest.fixture
