@@ -29,6 +29,7 @@ from shopkit.messaging import (
     inbox_table,
     outbox_audit_router,
     outbox_table,
+    watch_dead_letters,
 )
 from shopkit.testing import eventually, nats_server
 from sqlalchemy import MetaData, Table, func, select, update
@@ -242,6 +243,29 @@ async def test_a_message_that_is_not_an_event_is_dead_lettered_and_terminated(
             assert "\n" not in first["Dead-Letter-Error"]
             assert letters[1].headers["Dead-Letter-Sequence"] == str(long_id.seq)
             assert _counter("shop_events_dead_lettered_total", consumer=durable) == before + 2
+            # The depth gauge reads the stream itself: 2 wait for this consumer, none for one
+            # that set nothing aside.
+            watcher = Broker(url, name="watcher")
+            await watcher.start()
+            watch = asyncio.create_task(
+                watch_dead_letters(watcher, [durable, "tidy-test"], interval=0.1)
+            )
+            try:
+
+                def depth(consumer: str) -> float | None:
+                    return REGISTRY.get_sample_value(
+                        "shop_dead_letter_messages", {"consumer": consumer}
+                    )
+
+                async def both_counted() -> bool:
+                    return depth(durable) == 2
+
+                assert await eventually(both_counted, timeout=5), depth(durable)
+                assert depth("tidy-test") == 0
+            finally:
+                watch.cancel()
+                await asyncio.gather(watch, return_exceptions=True)
+                await watcher.close()
             # Terminated at the first delivery: never delivered again.
             info = await js.consumer_info("ORDERS", durable)
             assert info.delivered.consumer_seq == 3 and info.num_ack_pending == 0

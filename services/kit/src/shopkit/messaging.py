@@ -19,7 +19,7 @@ import contextlib
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -103,6 +103,15 @@ OUTBOX_LAG = Gauge(
     multiprocess_mode="mostrecent",
 )
 EVENT_OUTCOMES = ("handled", "duplicate", "busy", "retried", "dead-lettered")
+DEAD_LETTER_DEPTH = Gauge(
+    "shop_dead_letter_messages",
+    "Messages waiting in the dead-letter stream, by the consumer that set them aside, as last "
+    "read from the broker. They stay until someone looks at them and replays or purges them.",
+    ["consumer"],
+    # Every worker reads the same stream; the latest reading is the truth.
+    multiprocess_mode="mostrecent",
+)
+DEAD_LETTER_SAMPLE_SECONDS = 15.0
 
 
 @dataclass(frozen=True)
@@ -529,6 +538,29 @@ async def consume(
             if sub is not None:
                 with contextlib.suppress(Exception):
                     await sub.unsubscribe()
+
+
+async def watch_dead_letters(
+    broker: Broker, durables: Iterable[str], *, interval: float = DEAD_LETTER_SAMPLE_SECONDS
+) -> None:
+    """Keep ``shop_dead_letter_messages`` current for these consumers: the counter of messages
+    dead-lettered says something went wrong; this depth says how much still waits for a person."""
+    subjects = {DEAD_LETTER_PREFIX + durable: durable for durable in durables}
+    for durable in subjects.values():
+        DEAD_LETTER_DEPTH.labels(durable).set(0)
+    while True:
+        try:
+            js = await broker.jetstream()
+            info = await js.stream_info(
+                DEAD_LETTER_STREAM, subjects_filter=DEAD_LETTER_PREFIX + ">"
+            )
+            counts = info.state.subjects or {}
+            for subject, durable in subjects.items():
+                DEAD_LETTER_DEPTH.labels(durable).set(counts.get(subject, 0))
+        except Exception as exc:
+            # The broker away: the last reading stands until it is back.
+            log.debug("dead-letter depth not read: %s", _describe(exc))
+        await asyncio.sleep(interval)
 
 
 def _stop_if_cancelled() -> None:

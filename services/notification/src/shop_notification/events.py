@@ -16,7 +16,7 @@ import logging
 from dataclasses import dataclass
 
 from shopkit.app import Runtime
-from shopkit.messaging import Event, consume
+from shopkit.messaging import Event, consume, watch_dead_letters
 
 from shop_notification import service
 from shop_notification.clients.user import UserClient
@@ -152,3 +152,7 @@ def start_consumers(
             ),
             consumer.durable,
         )
+    runtime.spawn(
+        watch_dead_letters(runtime.broker, [consumer.durable for consumer in CONSUMERS]),
+        "dead-letter-depth",
+    )
