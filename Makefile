@@ -16,7 +16,7 @@ export UV_PYTHON_DOWNLOADS := never
 
 WORKSPACE_FILES := pyproject.toml uv.lock $(wildcard services/*/pyproject.toml)
 
-.PHONY: help install up reset lint format typecheck contracts test test-unit test-e2e test-faults chaos clean
+.PHONY: help install up reset lint format typecheck contracts test test-unit test-e2e test-faults test-deploy chaos clean
 .PHONY: bench
 .PHONY: test-telemetry
 .PHONY: load test-load
@@ -71,7 +71,10 @@ test-telemetry: install ## Prometheus rules (promtool) and dashboards/traces aga
 test-load: install ## the locust journeys against the real processes, and an SLO that fails a run
 	$(VENV)/bin/pytest tests/load $(PYTEST_ARGS)
 
-test: lint typecheck contracts test-unit test-e2e test-faults test-load test-telemetry ## everything CI runs
+test-deploy: install ## service images: hadolint, and each build stage run as written (no container engine)
+	$(VENV)/bin/pytest tests/deploy $(PYTEST_ARGS)
+
+test: lint typecheck contracts test-unit test-e2e test-faults test-load test-telemetry test-deploy ## everything CI runs
 
 CHAOS_FIGURES := docs/reliability-figures.json
 chaos: install ## every fault at RELIABILITY.md's full size; figures into docs/reliability.md
