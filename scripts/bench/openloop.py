@@ -7,25 +7,19 @@ same client is here too, to find the peak this client can drive.
 from __future__ import annotations
 
 import asyncio
-import math
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import aiohttp
 
+# The fault suite's nearest-rank percentile: bench.py puts the repository on sys.path first.
+from tests.faults.harness import percentile
+
 # One request: given the session, answers the HTTP status (0 when no answer came).
 Request = Callable[[aiohttp.ClientSession], Awaitable[int]]
 CLIENT_TIMEOUT_SECONDS = 10.0
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Nearest rank; 0 for no values."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
 @dataclass
