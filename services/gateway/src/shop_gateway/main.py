@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from shopkit.server import serve
+from shopkit import server
 
 from shop_gateway.settings import GatewaySettings
 
 
 def main() -> None:
-    serve("shop_gateway.app:create_app", GatewaySettings())
+    server.main("shop_gateway.app:create_app", GatewaySettings())
 
 
 if __name__ == "__main__":

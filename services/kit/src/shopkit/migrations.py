@@ -7,6 +7,9 @@ service's own engine; on PostgreSQL an advisory lock keeps replicas starting tog
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +19,12 @@ from alembic.config import Config
 from alembic.migration import MigrationContext
 from sqlalchemy import MetaData, text
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 
 from shopkit.db import Database
+from shopkit.settings import ServiceSettings
+
+log = logging.getLogger("shopkit.migrations")
 
 
 def _config(script_location: Path, connection: Connection) -> Config:
@@ -33,6 +40,32 @@ async def migrate(db: Database, script_location: Path) -> None:
             key = db.advisory_lock_key(str(script_location.parent.name))
             await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
         await conn.run_sync(lambda sync: command.upgrade(_config(script_location, sync), "head"))
+
+
+async def migrate_when_reachable(
+    settings: ServiceSettings, script_location: Path, *, wait_seconds: float
+) -> None:
+    """The migration Job's body: the database may still be starting (it is installed in the
+    same release), so connection failures are retried until ``wait_seconds`` have passed."""
+    db = Database(
+        settings.effective_database_url,
+        pool_size=1,
+        lock_timeout=settings.database_lock_timeout_seconds,
+    )
+    deadline = time.monotonic() + wait_seconds
+    try:
+        while True:
+            try:
+                await migrate(db, script_location)
+                break
+            except (OSError, DBAPIError) as exc:
+                if time.monotonic() >= deadline:
+                    raise
+                log.warning("database not reachable yet, retrying: %s", exc.__class__.__name__)
+                await asyncio.sleep(2.0)
+    finally:
+        await db.engine.dispose()
+    log.info("migrated %s to head", settings.service_name)
 
 
 def run_env(target_metadata: MetaData) -> None:

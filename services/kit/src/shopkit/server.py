@@ -2,13 +2,48 @@
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
+from pathlib import Path
 
 import uvicorn
 
+from shopkit.logs import configure_logging
+from shopkit.migrations import migrate_when_reachable
 from shopkit.settings import ServiceSettings
+
+
+def main(
+    factory: str,
+    settings: ServiceSettings,
+    *,
+    migrations: Path | None = None,
+    argv: Sequence[str] | None = None,
+) -> None:
+    """A service's command line: serve (the default), or ``migrate`` its database to head and
+    exit, which the charts run as a Job before an upgrade rolls the pods."""
+    parser = argparse.ArgumentParser(prog=f"python -m shop_{settings.service_name}.main")
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("serve", help="serve HTTP (the default)")
+    if migrations is not None:
+        migrate = commands.add_parser("migrate", help="migrate the database to head and exit")
+        migrate.add_argument(
+            "--wait-seconds",
+            type=float,
+            default=300.0,
+            help="keep retrying while the database is unreachable, up to this long",
+        )
+    args = parser.parse_args(argv)
+    if args.command == "migrate" and migrations is not None:
+        configure_logging(settings.service_name, settings.log_level, json_lines=settings.log_json)
+        asyncio.run(migrate_when_reachable(settings, migrations, wait_seconds=args.wait_seconds))
+        return
+    serve(factory, settings)
+
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 

@@ -1,14 +1,20 @@
-"""Entry point: ``python -m shop_payment.main``."""
+"""Entry point: ``python -m shop_payment.main`` serves; ``... main migrate`` migrates and exits."""
 
 from __future__ import annotations
 
-from shopkit.server import serve
+from pathlib import Path
+
+from shopkit import server
 
 from shop_payment.settings import PaymentSettings
 
 
 def main() -> None:
-    serve("shop_payment.app:create_app", PaymentSettings())
+    server.main(
+        "shop_payment.app:create_app",
+        PaymentSettings(),
+        migrations=Path(__file__).with_name("migrations"),
+    )
 
 
 if __name__ == "__main__":

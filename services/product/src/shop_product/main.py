@@ -1,14 +1,20 @@
-"""Entry point: ``python -m shop_product.main``."""
+"""Entry point: ``python -m shop_product.main`` serves; ``... main migrate`` migrates and exits."""
 
 from __future__ import annotations
 
-from shopkit.server import serve
+from pathlib import Path
+
+from shopkit import server
 
 from shop_product.settings import ProductSettings
 
 
 def main() -> None:
-    serve("shop_product.app:create_app", ProductSettings())
+    server.main(
+        "shop_product.app:create_app",
+        ProductSettings(),
+        migrations=Path(__file__).with_name("migrations"),
+    )
 
 
 if __name__ == "__main__":

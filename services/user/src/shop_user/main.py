@@ -1,14 +1,20 @@
-"""Entry point: ``python -m shop_user.main``."""
+"""Entry point: ``python -m shop_user.main`` serves; ``... main migrate`` migrates and exits."""
 
 from __future__ import annotations
 
-from shopkit.server import serve
+from pathlib import Path
+
+from shopkit import server
 
 from shop_user.settings import UserSettings
 
 
 def main() -> None:
-    serve("shop_user.app:create_app", UserSettings())
+    server.main(
+        "shop_user.app:create_app",
+        UserSettings(),
+        migrations=Path(__file__).with_name("migrations"),
+    )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,95 @@
+"""``python -m shop_<name>.main migrate``: what the charts' migration Jobs run.
+
+The Job can start before the database it migrates (both are in one Helm release), so the command
+waits for it; and it must fail, not hang, when the database never comes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import asyncpg
+import pytest
+from shopkit.launcher import free_port
+
+from tests.e2e.support import PostgresServer
+
+SERVICES_WITH_DATABASE = ["user", "product", "cart", "order", "payment", "notification"]
+
+
+def _migrate(service: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", f"shop_{service}.main", "migrate", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("service", SERVICES_WITH_DATABASE)
+def test_migrate_creates_the_schema_and_exits(service: str, tmp_path: Path) -> None:
+    prefix = f"SWEETSLICE_{service.upper()}_"
+    done = _migrate(service, {f"{prefix}DATA_DIR": str(tmp_path)})
+    assert done.returncode == 0, done.stderr
+    database = tmp_path / service / "db.sqlite3"
+    with sqlite3.connect(database) as conn:
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+    assert "alembic_version" in tables
+    assert len(tables) > 1
+    # A second run finds the schema at head and changes nothing.
+    again = _migrate(service, {f"{prefix}DATA_DIR": str(tmp_path)})
+    assert again.returncode == 0, again.stderr
+
+
+async def _schema_version(url: str) -> str:
+    conn = await asyncpg.connect(url)
+    try:
+        return str(await conn.fetchval("SELECT version_num FROM alembic_version"))
+    finally:
+        await conn.close()
+
+
+def test_migrate_waits_for_a_database_that_starts_later() -> None:
+    postgres = PostgresServer()
+    url = postgres.url_template.format(service="order")
+    command = [sys.executable, "-m", "shop_order.main", "migrate", "--wait-seconds", "90"]
+    env = {**os.environ, "SWEETSLICE_ORDER_DATABASE_URL": url}
+    with subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            assert proc.stderr is not None
+            # The database starts only once the command has found it missing.
+            for line in proc.stderr:
+                if "database not reachable yet" in line:
+                    break
+            else:
+                pytest.fail("the command exited without waiting for the database")
+            postgres.start()
+            rest = proc.stderr.read()
+            assert proc.wait(timeout=120) == 0, rest
+            assert "migrated order to head" in rest
+            assert asyncio.run(_schema_version(url))
+        finally:
+            proc.kill()
+            postgres.stop()
+
+
+def test_migrate_gives_up_when_the_database_never_comes() -> None:
+    url = f"postgresql://nobody@127.0.0.1:{free_port()}/nothing"
+    began = time.monotonic()
+    done = _migrate("cart", {"SWEETSLICE_CART_DATABASE_URL": url}, "--wait-seconds", "3")
+    assert done.returncode != 0
+    assert time.monotonic() - began < 60
+    assert "ConnectionRefusedError" in done.stderr or "Connect" in done.stderr
+
+
+def test_the_gateway_has_no_migrate_command() -> None:
+    done = _migrate("gateway", {})
+    assert done.returncode == 2
+    assert "invalid choice" in done.stderr
