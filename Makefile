@@ -71,7 +71,14 @@ test-telemetry: install ## Prometheus rules (promtool) and dashboards/traces aga
 test-load: install ## the locust journeys against the real processes, and an SLO that fails a run
 	$(VENV)/bin/pytest tests/load $(PYTEST_ARGS)
 
-test-deploy: install ## service images: hadolint, and each build stage run as written (no container engine)
+# The chart tests run a real control plane (kube-apiserver, controller-manager, scheduler, etcd)
+# with kwok's fake nodes, helm and checkov. The scripts build each tool once from its Go module or
+# PyPI (the Kubernetes build takes 15-25 minutes cold on 2 cores, longer than one test may run)
+# and then only print the cached path, which the tests take from these variables.
+test-deploy: install ## images (hadolint, build steps); the charts on a real API server with kwok nodes
+	@SWEETSLICE_KUBE_BIN=$$(scripts/build-k8s.sh) && SWEETSLICE_HELM=$$(scripts/build-helm.sh) && \
+	SWEETSLICE_KWOK=$$(scripts/build-kwok.sh) && SWEETSLICE_CHECKOV=$$(scripts/install-checkov.sh) && \
+	export SWEETSLICE_KUBE_BIN SWEETSLICE_HELM SWEETSLICE_KWOK SWEETSLICE_CHECKOV && \
 	$(VENV)/bin/pytest tests/deploy $(PYTEST_ARGS)
 
 test: lint typecheck contracts test-unit test-e2e test-faults test-load test-telemetry test-deploy ## everything CI runs
