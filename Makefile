@@ -61,7 +61,7 @@ test-faults: install ## faults injected into the running platform (Toxiproxy, ki
 
 # promtool and prometheus come from the Debian package `prometheus` (.ci/run installs it).
 PROMTOOL ?= promtool
-PROM_RULES := k8s/observability/prometheus
+PROM_RULES := charts/sweetslice/files/prometheus
 test-telemetry: install ## Prometheus rules (promtool) and dashboards/traces against the real servers
 	@command -v $(PROMTOOL) >/dev/null || { echo "promtool not found: install the Debian package 'prometheus' (apt-get install prometheus; .ci/run does it)" >&2; exit 1; }
 	$(PROMTOOL) check rules $(PROM_RULES)/rules.yaml
@@ -116,3 +116,25 @@ bench: install ## PERFORMANCE.md's P1-P6 side by side into docs/benchmarks.md (B
 
 clean: ## remove the venv, caches and local data
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache $(DATA_DIR)
+
+# Kubernetes. The charts' file:// dependencies are vendored by scripts/chart-deps.sh with a helm
+# the scripts build (cached); kind-up/deploy/kind-down need docker, kind, helm and skaffold.
+KIND_CLUSTER ?= sweetslice
+.PHONY: charts kind-up deploy kind-down
+charts: install ## regenerate the per-service charts and vendor the charts' dependencies
+	$(PY) scripts/charts.py
+	scripts/chart-deps.sh
+
+kind-up: ## create the local kind cluster (k8s/kind-cluster.yaml) and the namespaces
+	kind create cluster --name $(KIND_CLUSTER) --config k8s/kind-cluster.yaml
+	kubectl --context kind-$(KIND_CLUSTER) apply -f k8s/namespace.yaml
+
+deploy: ## build the images, load them into kind, install everything (skaffold run), smoke-test
+	@command -v helm >/dev/null || { echo "helm not found (see README: Kubernetes)" >&2; exit 1; }
+	for chart in user product cart order payment notification gateway postgresql nats sweetslice; do \
+		helm dependency build --skip-refresh charts/$$chart >/dev/null || exit 1; done
+	kubectl --context kind-$(KIND_CLUSTER) apply -f k8s/namespace.yaml
+	skaffold run --kube-context kind-$(KIND_CLUSTER) --port-forward=user
+
+kind-down: ## delete the kind cluster
+	kind delete cluster --name $(KIND_CLUSTER)

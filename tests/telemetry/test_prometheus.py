@@ -1,9 +1,9 @@
 """Every dashboard panel and every recording rule shows data, on a real Prometheus.
 
 The platform runs as processes; a real Prometheus (the Debian package) scrapes every service's
-/metrics each second and evaluates k8s/observability/prometheus/rules.yaml; customers browse,
+/metrics each second and evaluates charts/sweetslice/files/prometheus/rules.yaml; customers browse,
 fill carts, check out (confirmed, declined, out of stock, replayed, empty cart) and cancel
-through the gateway. Then every query of every panel of k8s/observability/dashboards/*.json,
+through the gateway. Then every query of every panel of charts/sweetslice/files/dashboards/*.json,
 with its template variables set as a viewer picking "All" would, and every recording rule
 must return at least one series from Prometheus's HTTP API. A panel whose query names a metric
 or label nobody exports, or a rule that matches nothing, fails the test by name.
@@ -43,8 +43,8 @@ from tests.e2e.support import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-RULES = REPO / "k8s" / "observability" / "prometheus" / "rules.yaml"
-DASHBOARDS = REPO / "k8s" / "observability" / "dashboards"
+RULES = REPO / "charts" / "sweetslice" / "files" / "prometheus" / "rules.yaml"
+DASHBOARDS = REPO / "charts" / "sweetslice" / "files" / "dashboards"
 SCRAPE_SECONDS = 1
 # How long rates, rules and scrapes get to catch up with the traffic before a query that still
 # returns nothing counts as broken.
