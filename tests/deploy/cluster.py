@@ -11,12 +11,14 @@ container and nothing listens beyond 127.0.0.1 (the controller-manager and sched
 port at all). Each component logs to `<folder>/logs/<name>.log`; a failure to start or to reach
 a state names the component and ends with the tail of every log.
 
-On leaving the context every process is stopped (TERM, then KILL), also when the body raised.
+On leaving the context every process is stopped (TERM, then KILL), also when the body raised;
+if the test process itself is killed, the kernel kills the components with it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import datetime
 import ipaddress
 import json
@@ -45,6 +47,7 @@ ZONES = ("zone-a", "zone-b", "zone-c")
 SERVICE_CIDR = "10.96.0.0/16"
 POD_CIDR = "10.244.0.0/16"
 LOG_TAIL_LINES = 40
+PR_SET_PDEATHSIG = 1
 
 
 class ClusterError(RuntimeError):
@@ -244,9 +247,6 @@ class Component:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout=10)
-        # Anything the component left in its group (none of these fork, but be sure).
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, signal.SIGKILL)
         self.log_handle.close()
 
 
@@ -432,6 +432,7 @@ class Cluster:
             cwd=self.folder,
             env=env if env is not None else os.environ.copy(),
             start_new_session=True,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 (tests spawn from the main thread only)
         )
         component = Component(name, process, log, handle)
         self.components.append(component)
@@ -572,6 +573,10 @@ class Cluster:
                 "--manage-all-nodes=false",
                 f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
                 f"--cidr={POD_CIDR}",
+                # Without a KwokConfiguration the lease duration defaults to 0: kwok then renews
+                # no node Lease, and 50 s after start the node lifecycle controller finds every
+                # node NotReady and marks all their pods NotReady.
+                "--node-lease-duration-seconds=40",
             ],
             env={**os.environ, "HOME": str(kwok_home)},
         )
@@ -609,6 +614,13 @@ class Cluster:
             or any(t["key"] == "node.kubernetes.io/not-ready" for t in n["spec"].get("taints", []))
         ]
         return f"not ready: {not_ready}" if not_ready else None
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: the kernel kills it when the test process dies, even by
+    SIGKILL, so a killed test run leaves no control plane behind (Linux only)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _http_health(url: str, context: ssl.SSLContext | None = None) -> str | None:

@@ -107,6 +107,26 @@ def test_fake_nodes_are_ready_in_three_zones(cluster: Cluster) -> None:
     assert version["gitVersion"].startswith("v1.34.")
 
 
+def test_kwok_renews_each_fake_node_lease(cluster: Cluster) -> None:
+    """The node lifecycle controller takes a node whose Lease is not renewed for NotReady (after
+    50 s) and then its pods for NotReady: kwok must hold and renew every node's Lease."""
+
+    def renewals() -> dict[str, str]:
+        leases = cluster.get_json("leases", "-n", "kube-node-lease")["items"]
+        return {lease["metadata"]["name"]: lease["spec"]["renewTime"] for lease in leases}
+
+    nodes = {n["metadata"]["name"] for n in cluster.get_json("nodes")["items"]}
+    cluster.wait_for(
+        "a Lease per node", lambda: None if set(renewals()) == nodes else str(renewals()), 30
+    )
+    first = renewals()
+    cluster.wait_for(
+        "every Lease renewed",
+        lambda: None if all(renewals()[n] != first[n] for n in nodes) else str(renewals()),
+        timeout=30,
+    )
+
+
 def test_a_deployment_becomes_available_on_the_fake_nodes(cluster: Cluster) -> None:
     ns = namespace(cluster, "rollout")
     cluster.apply(deployment("web", ns, replicas=2))
