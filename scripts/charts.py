@@ -108,9 +108,11 @@ def values_yaml(service: Service) -> str:
   enabled: true
   name: sweetslice_{service.name}
   user: {service.name}
-  # A Secret of yours holding the password; empty: the chart generates one and keeps it across
-  # upgrades.
+  # A Secret of yours holding the database URL (urlKey) and, for the release's own PostgreSQL,
+  # the password (passwordKey); empty: the chart generates a password, keeps it across upgrades
+  # and writes both.
   existingSecret: ""
+  urlKey: database-url
   passwordKey: database-password
 
 # The migration Job (a Helm hook after install and before upgrade).
@@ -269,6 +271,8 @@ BOOL = {"type": "boolean"}
 PORT = {"type": "integer", "minimum": 1, "maximum": 65535}
 QUANTITY = {"type": ["string", "integer", "number"]}
 NAME = {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", "maxLength": 63}
+# Role and database names go into the init script: plain identifiers only.
+NAME_SQL = {"type": "string", "pattern": "^[a-z_][a-z0-9_]*$", "maxLength": 63}
 ANY_OBJECT = {"type": "object"}
 ANY_LIST = {"type": "array", "items": {"type": "object"}}
 RESOURCES = _object(
@@ -335,9 +339,10 @@ def values_schema(service: Service) -> dict[str, Any]:
                 "name": STRING,
                 "user": STRING,
                 "existingSecret": STRING,
+                "urlKey": STRING,
                 "passwordKey": STRING,
             },
-            ["enabled", "name", "user", "passwordKey"],
+            ["enabled", "name", "user", "urlKey", "passwordKey"],
         )
         if service.database
         else _object({"enabled": {"const": False}}, ["enabled"])
@@ -466,6 +471,77 @@ def umbrella_schema() -> dict[str, Any]:
     return schema
 
 
+def _stateful_schema(title: str, own: dict[str, Any]) -> dict[str, Any]:
+    """PostgreSQL's and NATS's charts: a single pod, an official image, optional storage."""
+    globals_ = _object(
+        {
+            # The umbrella's globals also carry the service images' registry and tag.
+            "image": global_schema()["properties"]["image"],
+            "networkPolicy": global_schema()["properties"]["networkPolicy"],
+        }
+    )
+    globals_["additionalProperties"] = True
+    properties: dict[str, Any] = {
+        "global": globals_,
+        LIBRARY: ANY_OBJECT,
+        "component": STRING,
+        "image": _object(
+            {
+                "registry": {"type": "string", "minLength": 1},
+                "repository": {"type": "string", "minLength": 1},
+                "tag": {"type": "string", "minLength": 1},
+                "digest": {"type": "string", "pattern": "^(sha256:[a-f0-9]{64})?$"},
+                "pullPolicy": {"enum": ["", "Always", "IfNotPresent", "Never"]},
+            },
+            ["registry", "repository", "tag"],
+        ),
+        "port": PORT,
+        "persistence": _object(
+            {"enabled": BOOL, "size": QUANTITY, "storageClassName": STRING}, ["enabled"]
+        ),
+        "resources": RESOURCES,
+        "nodeSelector": {"type": "object", "additionalProperties": STRING},
+        "tolerations": ANY_LIST,
+        # The umbrella's switch for the chart (a dependency condition).
+        "enabled": BOOL,
+        **own,
+    }
+    schema = _object(properties, ["image", "port", "resources", "persistence"])
+    schema["$schema"] = "https://json-schema.org/draft-07/schema#"
+    schema["title"] = title
+    return schema
+
+
+def postgresql_schema() -> dict[str, Any]:
+    database = _object(
+        {
+            "name": NAME_SQL,
+            "user": NAME_SQL,
+            "secretName": {"type": "string", "minLength": 1},
+            "secretKey": {"type": "string", "minLength": 1},
+            "clients": {"type": "array", "items": NAME},
+        },
+        ["name", "user", "secretName", "secretKey", "clients"],
+    )
+    return _stateful_schema(
+        "Sweet Slice PostgreSQL chart values", {"databases": {"type": "array", "items": database}}
+    )
+
+
+def nats_schema() -> dict[str, Any]:
+    return _stateful_schema(
+        "Sweet Slice NATS chart values",
+        {
+            "monitorPort": PORT,
+            "jetstream": _object(
+                {"maxFileStore": QUANTITY, "maxMemoryStore": QUANTITY},
+                ["maxFileStore", "maxMemoryStore"],
+            ),
+            "clients": {"type": "array", "items": NAME},
+        },
+    )
+
+
 def chart_files(service: Service) -> dict[str, str]:
     return {
         "Chart.yaml": chart_yaml(service),
@@ -494,9 +570,12 @@ def main(argv: list[str] | None = None) -> int:
         for service in SERVICES
         for relative, text in chart_files(service).items()
     }
-    files[CHARTS / "sweetslice" / "values.schema.json"] = (
-        json.dumps(umbrella_schema(), indent=2) + "\n"
-    )
+    for chart, schema in (
+        ("sweetslice", umbrella_schema()),
+        ("postgresql", postgresql_schema()),
+        ("nats", nats_schema()),
+    ):
+        files[CHARTS / chart / "values.schema.json"] = json.dumps(schema, indent=2) + "\n"
     for path, text in files.items():
         if path.exists() and path.read_text() == text:
             continue

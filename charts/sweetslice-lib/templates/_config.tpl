@@ -25,6 +25,9 @@ OTEL_SERVICE_NAME: {{ .Values.serviceName | quote }}
 {{ $prefix }}DISCOVERY: "consul"
 {{ $prefix }}CONSUL_HTTP_ADDR: {{ tpl .Values.global.consul.address $ | quote }}
 {{- end }}
+{{- if include "sweetslice.hasSecrets" . }}
+SWEETSLICE_SECRETS_DIR: {{ include "sweetslice.secretsDir" . | quote }}
+{{- end }}
 {{- range $key, $value := .Values.config }}
 {{ $prefix }}{{ $key | upper }}: {{ $value | toString | quote }}
 {{- end }}
@@ -43,42 +46,70 @@ OTEL_SERVICE_NAME: {{ .Values.serviceName | quote }}
 {{- end -}}
 
 {{/*
-Secret settings, each read from its Secret by key. The database URL is assembled by Kubernetes
-from the password variable defined just before it, so the password is never in a ConfigMap.
+Secret settings reach the service as files, one per setting, named like its environment
+variable (shopkit reads SWEETSLICE_SECRETS_DIR): a projected volume of the service's Secret and
+the token every service shares. Never environment variables, which child processes inherit and
+/proc/<pid>/environ shows.
 */}}
-{{- define "sweetslice.secretEnv" -}}
+{{- define "sweetslice.secretsDir" -}}/run/secrets/sweetslice{{- end -}}
+
+{{- define "sweetslice.hasSecrets" -}}
+{{- if or .Values.database.enabled .Values.signingKey.enabled .Values.secretConfig (ne .Values.serviceName "gateway") -}}true{{- end -}}
+{{- end -}}
+
+{{- define "sweetslice.secretVolume" -}}
+{{- if include "sweetslice.hasSecrets" . -}}
 {{- $prefix := include "sweetslice.envPrefix" . -}}
 {{- $secret := include "sweetslice.secretName" . -}}
-{{- if .Values.database.enabled }}
-{{- $db := .Values.database }}
-- name: SWEETSLICE_DATABASE_PASSWORD
-  valueFrom:
-    secretKeyRef:
-      name: {{ $db.existingSecret | default $secret }}
-      key: {{ $db.passwordKey }}
-- name: {{ $prefix }}DATABASE_URL
-  value: {{ printf "postgresql://%s:$(SWEETSLICE_DATABASE_PASSWORD)@%s:%v/%s" $db.user (tpl .Values.global.database.host .) .Values.global.database.port $db.name | quote }}
+{{- $own := list -}}
+{{- if and .Values.signingKey.enabled (not .Values.signingKey.existingSecret) -}}
+{{- $own = append $own (dict "key" .Values.signingKey.key "path" (printf "%sSIGNING_KEY" $prefix)) -}}
+{{- end -}}
+{{- range $key, $_ := .Values.secretConfig -}}
+{{- $own = append $own (dict "key" ($key | upper) "path" (printf "%s%s" $prefix ($key | upper))) -}}
+{{- end -}}
+- name: secrets
+  projected:
+    defaultMode: 0440
+    sources:
+      {{- if .Values.database.enabled }}
+      - secret:
+          name: {{ .Values.database.existingSecret | default $secret }}
+          items:
+            - key: {{ .Values.database.urlKey }}
+              path: {{ $prefix }}DATABASE_URL
+      {{- end }}
+      {{- if $own }}
+      - secret:
+          name: {{ $secret }}
+          items:
+            {{- range $own }}
+            - key: {{ .key }}
+              path: {{ .path }}
+            {{- end }}
+      {{- end }}
+      {{- if and .Values.signingKey.enabled .Values.signingKey.existingSecret }}
+      - secret:
+          name: {{ .Values.signingKey.existingSecret }}
+          items:
+            - key: {{ .Values.signingKey.key }}
+              path: {{ $prefix }}SIGNING_KEY
+      {{- end }}
+      {{- if ne .Values.serviceName "gateway" }}
+      - secret:
+          name: {{ required "global.internalToken.existingSecret names the Secret holding the token every service shares" (tpl .Values.global.internalToken.existingSecret .) }}
+          items:
+            - key: {{ .Values.global.internalToken.key }}
+              path: {{ $prefix }}INTERNAL_TOKEN
+      {{- end }}
 {{- end }}
-{{- if ne .Values.serviceName "gateway" }}
-- name: {{ $prefix }}INTERNAL_TOKEN
-  valueFrom:
-    secretKeyRef:
-      name: {{ required "global.internalToken.existingSecret names the Secret holding the token every service shares" (tpl .Values.global.internalToken.existingSecret .) }}
-      key: {{ .Values.global.internalToken.key }}
-{{- end }}
-{{- if .Values.signingKey.enabled }}
-- name: {{ $prefix }}SIGNING_KEY
-  valueFrom:
-    secretKeyRef:
-      name: {{ .Values.signingKey.existingSecret | default $secret }}
-      key: {{ .Values.signingKey.key }}
-{{- end }}
-{{- range $key, $_ := .Values.secretConfig }}
-- name: {{ $prefix }}{{ $key | upper }}
-  valueFrom:
-    secretKeyRef:
-      name: {{ $secret }}
-      key: {{ $key | upper }}
+{{- end -}}
+
+{{- define "sweetslice.secretMount" -}}
+{{- if include "sweetslice.hasSecrets" . -}}
+- name: secrets
+  mountPath: {{ include "sweetslice.secretsDir" . }}
+  readOnly: true
 {{- end }}
 {{- end -}}
 
@@ -97,7 +128,11 @@ data:
 {{- $name := include "sweetslice.secretName" . -}}
 {{- $data := dict -}}
 {{- if and .Values.database.enabled (not .Values.database.existingSecret) -}}
-{{- $_ := set $data .Values.database.passwordKey (include "sweetslice.keptSecret" (dict "root" . "secret" $name "key" .Values.database.passwordKey "generate" "password")) -}}
+{{- $db := .Values.database -}}
+{{- $password := include "sweetslice.keptSecret" (dict "root" . "secret" $name "key" $db.passwordKey "generate" "password") -}}
+{{- $_ := set $data $db.passwordKey $password -}}
+{{- $url := printf "postgresql://%s:%s@%s:%v/%s" $db.user (b64dec $password) (tpl .Values.global.database.host .) .Values.global.database.port $db.name -}}
+{{- $_ := set $data $db.urlKey ($url | b64enc) -}}
 {{- end -}}
 {{- if and .Values.signingKey.enabled (not .Values.signingKey.existingSecret) -}}
 {{- $_ := set $data .Values.signingKey.key (include "sweetslice.keptSecret" (dict "root" . "secret" $name "key" .Values.signingKey.key "generate" "ed25519")) -}}

@@ -49,7 +49,6 @@ spec:
             - name: {{ $name }}
               value: {{ $value | toString | quote }}
             {{- end }}
-            {{- include "sweetslice.secretEnv" . | trim | nindent 12 }}
           resources:
             {{- toYaml .Values.migrations.resources | nindent 12 }}
           securityContext:
@@ -57,7 +56,9 @@ spec:
           volumeMounts:
             - name: tmp
               mountPath: /tmp
+            {{- include "sweetslice.secretMount" . | nindent 12 }}
       volumes:
         {{- include "sweetslice.tmpVolume" . | nindent 8 }}
+        {{- include "sweetslice.secretVolume" . | nindent 8 }}
 {{- end }}
 {{- end -}}

@@ -95,10 +95,6 @@ spec:
           envFrom:
             - configMapRef:
                 name: {{ include "sweetslice.fullname" . }}
-          {{- with include "sweetslice.secretEnv" . | trim }}
-          env:
-            {{- . | nindent 12 }}
-          {{- end }}
           startupProbe:
             httpGet:
               path: /livez
@@ -132,8 +128,10 @@ spec:
           volumeMounts:
             - name: tmp
               mountPath: /tmp
+            {{- include "sweetslice.secretMount" . | nindent 12 }}
       volumes:
         {{- include "sweetslice.tmpVolume" . | nindent 8 }}
+        {{- include "sweetslice.secretVolume" . | nindent 8 }}
 {{- end -}}
 
 {{- define "sweetslice.svc" -}}

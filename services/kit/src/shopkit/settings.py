@@ -8,16 +8,26 @@ those defaults are refused, because a shared well-known secret is no secret.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal, Self
 
 from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SecretsSettingsSource,
+    SettingsConfigDict,
+)
 
 from shopkit import clock
 from shopkit.resilience import ResiliencePolicy
 
 DEV_INTERNAL_TOKEN = "sweetslice-dev-internal-token"  # noqa: S105 - refused outside development
+# A folder of files, one per setting, named like its environment variable and holding its value
+# (Kubernetes mounts Secrets this way). Secrets in files stay out of the process environment,
+# which child processes inherit and crash reports and /proc/<pid>/environ expose.
+SECRETS_DIR_ENV = "SWEETSLICE_SECRETS_DIR"
 
 
 class ServiceSettings(BaseSettings):
@@ -60,6 +70,25 @@ class ServiceSettings(BaseSettings):
 
     # Subclasses name their service; it picks the default SQLite file and labels logs and metrics.
     service_name: str = "service"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources = [init_settings, env_settings, dotenv_settings]
+        secrets_dir = os.environ.get(SECRETS_DIR_ENV, "").strip()
+        if secrets_dir:
+            if not Path(secrets_dir).is_dir():
+                # Named but missing is a broken mount, not "no secrets": fail at start.
+                raise ValueError(f"{SECRETS_DIR_ENV}={secrets_dir} is not a directory")
+            # After the environment: a variable set by hand still wins over a mounted file.
+            sources.append(SecretsSettingsSource(settings_cls, secrets_dir=secrets_dir))
+        return tuple(sources)
 
     @model_validator(mode="after")
     def _refuse_unsafe_defaults(self) -> Self:
