@@ -123,7 +123,7 @@ KIND_CLUSTER ?= sweetslice
 .PHONY: charts kind-up deploy kind-down
 charts: install ## regenerate the per-service charts and vendor the charts' dependencies
 	$(PY) scripts/charts.py
-	scripts/chart-deps.sh
+	HELM="$${HELM:-$$(command -v helm || scripts/build-helm.sh)}" scripts/chart-deps.sh
 
 kind-up: ## create the local kind cluster (k8s/kind-cluster.yaml) and the namespaces
 	kind create cluster --name $(KIND_CLUSTER) --config k8s/kind-cluster.yaml
