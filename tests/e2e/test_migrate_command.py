@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import asyncpg
+import httpx
 import pytest
 from shopkit.launcher import free_port
 
@@ -93,3 +94,38 @@ def test_the_gateway_has_no_migrate_command() -> None:
     done = _migrate("gateway", {})
     assert done.returncode == 2
     assert "invalid choice" in done.stderr
+
+
+def test_a_service_started_before_its_database_waits_for_it() -> None:
+    postgres = PostgresServer()
+    port = free_port()
+    env = {
+        **os.environ,
+        "SWEETSLICE_PRODUCT_DATABASE_URL": postgres.url_template.format(service="product"),
+        "SWEETSLICE_PRODUCT_PORT": str(port),
+        "SWEETSLICE_PRODUCT_SEED_CATALOG": "false",
+    }
+    command = [sys.executable, "-m", "shop_product.main"]
+    with subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            assert proc.stderr is not None
+            for line in proc.stderr:
+                if "database not reachable yet" in line:
+                    break
+            else:
+                pytest.fail("the service exited instead of waiting for its database")
+            postgres.start()
+            # Ready as far as its own database goes (its peers are not running here).
+            deadline = time.monotonic() + 60
+            checks: dict[str, str] = {}
+            while time.monotonic() < deadline and checks.get("database") != "ok":
+                try:
+                    answer = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2)
+                    checks = answer.json().get("checks", {})
+                except httpx.TransportError:
+                    time.sleep(0.5)
+            assert checks.get("database") == "ok", checks
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+            postgres.stop()

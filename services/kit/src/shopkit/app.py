@@ -36,7 +36,7 @@ from shopkit.messaging import (
     inbox_audit_router,
     outbox_audit_router,
 )
-from shopkit.migrations import migrate
+from shopkit.migrations import migrate_when_reachable
 from shopkit.observability import RequestContextMiddleware, RequestGuardMiddleware, prime_peer
 from shopkit.resilience import PeerGuard
 from shopkit.settings import ServiceSettings
@@ -118,7 +118,9 @@ def create_service_app(
             lock_timeout=settings.database_lock_timeout_seconds,
         )
         if migrations is not None:
-            await migrate(db, migrations)
+            await migrate_when_reachable(
+                db, migrations, wait_seconds=settings.startup_database_wait_seconds
+            )
         http = new_client_session()
         discovery = StaticDiscovery({"user": settings.user_url, **(peers or {})})
         for peer in peers or {}:

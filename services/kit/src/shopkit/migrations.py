@@ -22,6 +22,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from shopkit.db import Database
+from shopkit.errors import is_database_unavailable
 from shopkit.settings import ServiceSettings
 
 log = logging.getLogger("shopkit.migrations")
@@ -43,26 +44,35 @@ async def migrate(db: Database, script_location: Path) -> None:
 
 
 async def migrate_when_reachable(
+    db: Database, script_location: Path, *, wait_seconds: float
+) -> None:
+    """:func:`migrate`, retrying while the database refuses connections, for up to
+    ``wait_seconds``. On Kubernetes the database is installed with the services and may start
+    after them (or after the migration Job); failing at once would cost a crash-loop back-off."""
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            await migrate(db, script_location)
+            return
+        except (OSError, DBAPIError) as exc:
+            reachable_later = isinstance(exc, OSError) or is_database_unavailable(exc)
+            if not reachable_later or time.monotonic() >= deadline:
+                raise
+            log.warning("database not reachable yet, retrying: %s", exc.__class__.__name__)
+            await asyncio.sleep(2.0)
+
+
+async def migrate_command(
     settings: ServiceSettings, script_location: Path, *, wait_seconds: float
 ) -> None:
-    """The migration Job's body: the database may still be starting (it is installed in the
-    same release), so connection failures are retried until ``wait_seconds`` have passed."""
+    """The migration Job's body (``python -m shop_<name>.main migrate``)."""
     db = Database(
         settings.effective_database_url,
         pool_size=1,
         lock_timeout=settings.database_lock_timeout_seconds,
     )
-    deadline = time.monotonic() + wait_seconds
     try:
-        while True:
-            try:
-                await migrate(db, script_location)
-                break
-            except (OSError, DBAPIError) as exc:
-                if time.monotonic() >= deadline:
-                    raise
-                log.warning("database not reachable yet, retrying: %s", exc.__class__.__name__)
-                await asyncio.sleep(2.0)
+        await migrate_when_reachable(db, script_location, wait_seconds=wait_seconds)
     finally:
         await db.engine.dispose()
     log.info("migrated %s to head", settings.service_name)

@@ -13,7 +13,7 @@ from pathlib import Path
 import uvicorn
 
 from shopkit.logs import configure_logging
-from shopkit.migrations import migrate_when_reachable
+from shopkit.migrations import migrate_command
 from shopkit.settings import ServiceSettings
 
 
@@ -40,7 +40,7 @@ def main(
     args = parser.parse_args(argv)
     if args.command == "migrate" and migrations is not None:
         configure_logging(settings.service_name, settings.log_level, json_lines=settings.log_json)
-        asyncio.run(migrate_when_reachable(settings, migrations, wait_seconds=args.wait_seconds))
+        asyncio.run(migrate_command(settings, migrations, wait_seconds=args.wait_seconds))
         return
     serve(factory, settings)
 

@@ -43,6 +43,9 @@ class ServiceSettings(BaseSettings):
     # How long a write waits for a lock another transaction holds before the request is
     # answered 503 database-unavailable (SQLite busy timeout; PostgreSQL lock_timeout).
     database_lock_timeout_seconds: float = Field(default=5.0, gt=0, le=600)
+    # At start, how long to keep retrying a database that refuses connections before giving up
+    # (on Kubernetes, PostgreSQL may come up after the services).
+    startup_database_wait_seconds: float = Field(default=60.0, ge=0, le=600)
     nats_url: str = "nats://127.0.0.1:4222"
     user_url: str = "http://127.0.0.1:8101"
     internal_token: SecretStr = SecretStr(DEV_INTERNAL_TOKEN)
