@@ -14,7 +14,7 @@ LAUNCH := $(PY) -m shopkit.launcher --port $(PORT) --data-dir $(DATA_DIR) $(fore
 PYTEST_ARGS ?=
 export UV_PYTHON_DOWNLOADS := never
 
-WORKSPACE_FILES := pyproject.toml uv.lock $(wildcard services/*/pyproject.toml)
+WORKSPACE_FILES := pyproject.toml uv.lock $(wildcard services/*/pyproject.toml) operator/pyproject.toml
 
 .PHONY: help install up reset lint format typecheck contracts test test-unit test-e2e test-faults test-deploy chaos clean
 .PHONY: bench
@@ -44,14 +44,14 @@ format: install ## apply ruff fixes and formatting
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-typecheck: install ## mypy --strict on every service and the kit
-	$(VENV)/bin/mypy services/*/src
+typecheck: install ## mypy --strict on every service, the kit and the operator
+	$(VENV)/bin/mypy services/*/src operator/src
 
 contracts: install ## import-linter layering contracts
 	$(VENV)/bin/lint-imports
 
-test-unit: install ## per-service tests
-	$(VENV)/bin/pytest services $(PYTEST_ARGS)
+test-unit: install ## per-service tests and the operator's reconcile tests
+	$(VENV)/bin/pytest services operator/tests $(PYTEST_ARGS)
 
 test-e2e: install ## cross-service tests on the real processes, on SQLite and on PostgreSQL
 	$(VENV)/bin/pytest tests/e2e $(PYTEST_ARGS)
