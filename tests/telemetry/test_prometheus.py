@@ -12,11 +12,8 @@ or label nobody exports, or a rule that matches nothing, fails the test by name.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import re
-import shutil
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -28,7 +25,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from shopkit.launcher import PlatformConfig, free_port, service_of
+from shopkit.launcher import PlatformConfig, service_of
 
 from tests.e2e.support import (
     ADMIN,
@@ -41,6 +38,7 @@ from tests.e2e.support import (
     order_body,
     started_platform,
 )
+from tests.prometheus_server import PrometheusServer
 
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "charts" / "sweetslice" / "files" / "prometheus" / "rules.yaml"
@@ -57,16 +55,6 @@ VARIABLES = {
     "service": ".*",
 }
 _VARIABLE = re.compile(r"\$(?:\{(\w+)(?::\w+)?\}|(\w+))")
-
-
-def prometheus_binary() -> str:
-    found = shutil.which("prometheus")
-    if found is None:
-        pytest.fail(
-            "Prometheus is not installed: install the Debian package 'prometheus' "
-            "(apt-get install prometheus; .ci/run does it)"
-        )
-    return found
 
 
 def substitute(expr: str) -> str:
@@ -148,73 +136,26 @@ def recording_rule_queries() -> list[Query]:
     return queries
 
 
-class Prometheus:
-    """A real Prometheus server on loopback, with a throw-away data directory."""
+class Prometheus(PrometheusServer):
+    """Scraping every instance of the platform, one job per service, with the rules loaded."""
 
     def __init__(self, workdir: Path, targets: dict[str, list[str]]) -> None:
-        self.workdir = workdir
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = workdir / "prometheus.log"
-        config = {
-            "global": {
-                "scrape_interval": f"{SCRAPE_SECONDS}s",
-                "scrape_timeout": f"{SCRAPE_SECONDS}s",
-                "evaluation_interval": f"{SCRAPE_SECONDS}s",
+        super().__init__(
+            workdir,
+            {
+                "global": {
+                    "scrape_interval": f"{SCRAPE_SECONDS}s",
+                    "scrape_timeout": f"{SCRAPE_SECONDS}s",
+                    "evaluation_interval": f"{SCRAPE_SECONDS}s",
+                },
+                "rule_files": [str(RULES)],
+                # One job per service, named after it: the scrape contract rules.yaml states.
+                "scrape_configs": [
+                    {"job_name": job, "static_configs": [{"targets": addresses}]}
+                    for job, addresses in sorted(targets.items())
+                ],
             },
-            "rule_files": [str(RULES)],
-            # One job per service, named after it: the scrape contract rules.yaml states.
-            "scrape_configs": [
-                {"job_name": job, "static_configs": [{"targets": addresses}]}
-                for job, addresses in sorted(targets.items())
-            ],
-        }
-        self.config_path = workdir / "prometheus.yml"
-        self.config_path.write_text(yaml.safe_dump(config))
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.http = httpx.Client(base_url=self.url, timeout=10)
-
-    def start(self) -> None:
-        argv = [
-            prometheus_binary(),
-            f"--config.file={self.config_path}",
-            f"--storage.tsdb.path={self.workdir / 'data'}",
-            f"--web.listen-address=127.0.0.1:{self.port}",
-            "--storage.tsdb.retention.time=1h",
-            "--log.level=warn",
-        ]
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"prometheus exited: {self.log_path.read_text()[-2000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(self.url + "/-/ready", timeout=1).status_code == 200:
-                    return
-            time.sleep(0.2)
-        raise TimeoutError(f"prometheus not ready: {self.log_path.read_text()[-2000:]}")
-
-    def stop(self) -> None:
-        self.http.close()
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def api(self, path: str, **params: str) -> Any:
-        resp = self.http.get("/api/v1/" + path, params=params)
-        body = resp.json()
-        assert resp.status_code == 200 and body["status"] == "success", (path, params, body)
-        return body["data"]
-
-    def series(self, expr: str) -> list[dict[str, Any]]:
-        data = self.api("query", query=expr)
-        result: list[dict[str, Any]] = data["result"]
-        return result
+        )
 
 
 @pytest.fixture(scope="module")

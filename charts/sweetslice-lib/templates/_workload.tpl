@@ -231,5 +231,8 @@ spec:
     - port: http
       path: /metrics
       interval: {{ .Values.global.monitoring.interval }}
+      # The metrics carry a `service` label of their own (the rules and dashboards group by
+      # it); without this Prometheus would rename it exported_service.
+      honorLabels: true
 {{- end }}
 {{- end -}}
