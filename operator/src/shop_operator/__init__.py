@@ -1,0 +1,1 @@
+"""Sweet Slice rollout operator: canary releases of a Deployment with metric analysis."""

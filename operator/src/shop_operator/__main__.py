@@ -1,0 +1,3 @@
+from shop_operator.main import main
+
+main()
