@@ -11,29 +11,23 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.deploy.charts_support import ToolError, built
 from tests.deploy.cluster import Cluster, Tools, running_cluster
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _built(variable: str, script: str) -> Path:
-    """The path a build script prints (it builds only when its cache is empty)."""
-    given = os.environ.get(variable)
-    if given:
-        return Path(given)
-    result = subprocess.run(
-        [str(ROOT / "scripts" / script)], capture_output=True, text=True, check=False
-    )
-    if result.returncode != 0:
-        pytest.fail(f"scripts/{script} failed ({result.returncode}):\n{result.stderr[-4000:]}")
-    return Path(result.stdout.strip().splitlines()[-1])
+    try:
+        return built(variable, script)
+    except ToolError as error:
+        pytest.fail(str(error))
 
 
 def _etcd() -> Path:

@@ -6,11 +6,13 @@ waits for it; and it must fail, not hang, when the database never comes."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -57,28 +59,39 @@ async def _schema_version(url: str) -> str:
         await conn.close()
 
 
-def test_migrate_waits_for_a_database_that_starts_later() -> None:
+@contextlib.contextmanager
+def _started_before_its_database(
+    service: str, command: list[str], env: dict[str, str] | None = None
+) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """Runs `command` against `service`'s PostgreSQL database, which is not up yet, and starts
+    the database only once the process has said it is waiting for it. Yields the process and
+    the database URL."""
     postgres = PostgresServer()
-    url = postgres.url_template.format(service="order")
-    command = [sys.executable, "-m", "shop_order.main", "migrate", "--wait-seconds", "90"]
-    env = {**os.environ, "SWEETSLICE_ORDER_DATABASE_URL": url}
-    with subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True) as proc:
+    url = postgres.url_template.format(service=service)
+    full_env = {**os.environ, **(env or {}), f"SWEETSLICE_{service.upper()}_DATABASE_URL": url}
+    with subprocess.Popen(command, env=full_env, stderr=subprocess.PIPE, text=True) as proc:
         try:
             assert proc.stderr is not None
-            # The database starts only once the command has found it missing.
             for line in proc.stderr:
                 if "database not reachable yet" in line:
                     break
             else:
-                pytest.fail("the command exited without waiting for the database")
+                pytest.fail(f"{command} exited without waiting for the database")
             postgres.start()
-            rest = proc.stderr.read()
-            assert proc.wait(timeout=120) == 0, rest
-            assert "migrated order to head" in rest
-            assert asyncio.run(_schema_version(url))
+            yield proc, url
         finally:
             proc.kill()
             postgres.stop()
+
+
+def test_migrate_waits_for_a_database_that_starts_later() -> None:
+    command = [sys.executable, "-m", "shop_order.main", "migrate", "--wait-seconds", "90"]
+    with _started_before_its_database("order", command) as (proc, url):
+        assert proc.stderr is not None
+        rest = proc.stderr.read()
+        assert proc.wait(timeout=120) == 0, rest
+        assert "migrated order to head" in rest
+        assert asyncio.run(_schema_version(url))
 
 
 def test_migrate_gives_up_when_the_database_never_comes() -> None:
@@ -97,35 +110,16 @@ def test_the_gateway_has_no_migrate_command() -> None:
 
 
 def test_a_service_started_before_its_database_waits_for_it() -> None:
-    postgres = PostgresServer()
     port = free_port()
-    env = {
-        **os.environ,
-        "SWEETSLICE_PRODUCT_DATABASE_URL": postgres.url_template.format(service="product"),
-        "SWEETSLICE_PRODUCT_PORT": str(port),
-        "SWEETSLICE_PRODUCT_SEED_CATALOG": "false",
-    }
-    command = [sys.executable, "-m", "shop_product.main"]
-    with subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True) as proc:
-        try:
-            assert proc.stderr is not None
-            for line in proc.stderr:
-                if "database not reachable yet" in line:
-                    break
-            else:
-                pytest.fail("the service exited instead of waiting for its database")
-            postgres.start()
-            # Ready as far as its own database goes (its peers are not running here).
-            deadline = time.monotonic() + 60
-            checks: dict[str, str] = {}
-            while time.monotonic() < deadline and checks.get("database") != "ok":
-                try:
-                    answer = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2)
-                    checks = answer.json().get("checks", {})
-                except httpx.TransportError:
-                    time.sleep(0.5)
-            assert checks.get("database") == "ok", checks
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
-            postgres.stop()
+    env = {"SWEETSLICE_PRODUCT_PORT": str(port), "SWEETSLICE_PRODUCT_SEED_CATALOG": "false"}
+    with _started_before_its_database("product", [sys.executable, "-m", "shop_product.main"], env):
+        # Ready as far as its own database goes (its peers are not running here).
+        deadline = time.monotonic() + 60
+        checks: dict[str, str] = {}
+        while time.monotonic() < deadline and checks.get("database") != "ok":
+            try:
+                answer = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2)
+                checks = answer.json().get("checks", {})
+            except httpx.TransportError:
+                time.sleep(0.5)
+        assert checks.get("database") == "ok", checks
