@@ -542,6 +542,95 @@ def nats_schema() -> dict[str, Any]:
     )
 
 
+def operator_schema() -> dict[str, Any]:
+    """The rollout operator's chart (charts/sweetslice-operator, written by hand)."""
+    globals_ = _object(
+        {
+            "image": global_schema()["properties"]["image"],
+            "networkPolicy": global_schema()["properties"]["networkPolicy"],
+        }
+    )
+    globals_["additionalProperties"] = True
+    label_map = {"type": "object", "additionalProperties": STRING}
+    cidr = {"type": "string", "pattern": r"^[0-9a-fA-F:.]+/[0-9]{1,3}$"}
+    properties: dict[str, Any] = {
+        "global": globals_,
+        LIBRARY: ANY_OBJECT,
+        "component": {"const": "operator"},
+        "image": _object(
+            {
+                "repository": {"type": "string", "minLength": 1},
+                "tag": STRING,
+                "pullPolicy": {"enum": ["", "Always", "IfNotPresent", "Never"]},
+            },
+            ["repository"],
+        ),
+        "watch": _object(
+            {
+                "allNamespaces": BOOL,
+                "namespaces": {"type": "array", "items": NAME, "uniqueItems": True},
+            },
+            ["allNamespaces", "namespaces"],
+        ),
+        "prometheus": _object({"url": {"type": "string", "pattern": "^https?://"}}, ["url"]),
+        "tickSeconds": {"type": "integer", "minimum": 1, "maximum": 300},
+        "healthPort": PORT,
+        "metricsPort": PORT,
+        "peering": _object({"name": STRING}, ["name"]),
+        "networkPolicy": _object(
+            {
+                "apiServer": _object(
+                    {
+                        # An empty list would render `to: []`: every destination.
+                        "cidrs": {"type": "array", "items": cidr, "minItems": 1},
+                        "ports": {"type": "array", "items": PORT, "minItems": 1},
+                    },
+                    ["cidrs", "ports"],
+                ),
+                "prometheus": _object(
+                    {"namespace": NAME, "podLabels": label_map, "port": PORT},
+                    ["namespace", "podLabels", "port"],
+                ),
+                "extraEgress": ANY_LIST,
+            },
+            ["apiServer", "prometheus"],
+        ),
+        "monitoring": _object(
+            {
+                "enabled": BOOL,
+                "namespace": NAME,
+                "labels": label_map,
+                "interval": {"type": "string", "pattern": "^[0-9]+(ms|s|m)$"},
+            },
+            ["enabled"],
+        ),
+        "resources": RESOURCES,
+        "config": SETTINGS_MAP,
+        "podAnnotations": label_map,
+        "nodeSelector": label_map,
+        "tolerations": ANY_LIST,
+        "affinity": ANY_OBJECT,
+        "priorityClassName": STRING,
+        "terminationGracePeriodSeconds": {"type": "integer", "minimum": 0},
+        "tmpSizeLimit": QUANTITY,
+    }
+    schema = _object(
+        properties,
+        ["image", "watch", "prometheus", "healthPort", "metricsPort", "resources"],
+    )
+    schema["$schema"] = "https://json-schema.org/draft-07/schema#"
+    schema["title"] = "Sweet Slice rollout operator chart values"
+    return schema
+
+
+def crds_schema() -> dict[str, Any]:
+    """The CRD chart takes no values: a key meant for the operator's chart fails there."""
+    schema = _object({})
+    schema["$schema"] = "https://json-schema.org/draft-07/schema#"
+    schema["title"] = "Sweet Slice CRD chart values (none)"
+    return schema
+
+
 def chart_files(service: Service) -> dict[str, str]:
     return {
         "Chart.yaml": chart_yaml(service),
@@ -574,6 +663,8 @@ def main(argv: list[str] | None = None) -> int:
         ("sweetslice", umbrella_schema()),
         ("postgresql", postgresql_schema()),
         ("nats", nats_schema()),
+        ("sweetslice-operator", operator_schema()),
+        ("sweetslice-crds", crds_schema()),
     ):
         files[CHARTS / chart / "values.schema.json"] = json.dumps(schema, indent=2) + "\n"
     for path, text in files.items():
