@@ -47,7 +47,9 @@ def hadolint(*paths: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_every_dockerfile_is_hadolint_clean() -> None:
+    # The rollout operator's image too (its structure: tests/deploy/test_operator_chart.py).
     paths = [ROOT / "services" / s / "Dockerfile" for s in SERVICES]
+    paths.append(ROOT / "operator" / "Dockerfile")
     result = hadolint(*paths)
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -82,13 +84,19 @@ def test_each_image_runs_its_own_service_as_non_root(service: str) -> None:
     assert final[-1] == f'CMD ["python", "-m", "shop_{service}.main"]'
 
 
-@pytest.mark.parametrize("service", SERVICES)
-def test_the_build_stage_installs_the_service_from_the_lock(service: str, tmp_path: Path) -> None:
+def uv_binary() -> str:
     uv = shutil.which("uv") or str(
         Path.home() / ".cache" / "sweetslice" / "uv-0.13.8" / "bin" / "uv"
     )
     assert Path(uv).exists(), "uv is bootstrapped by `make install`"
-    build, _ = stages(dockerfile(service))
+    return uv
+
+
+def run_build_stage(text: str, tmp_path: Path) -> Path:
+    """Runs a Dockerfile's build stage as written: its COPY lines into a fresh context, its
+    `uv` steps there. Returns the python of the venv it made."""
+    uv = uv_binary()
+    build, _ = stages(text)
     env_line = next(line for line in build if line.startswith("ENV "))
     env = {**os.environ, **dict(re.findall(r"(\w+)=(\S+)", env_line))}
     env["UV_PROJECT_ENVIRONMENT"] = str(tmp_path / "venv")
@@ -118,7 +126,13 @@ def test_the_build_stage_installs_the_service_from_the_lock(service: str, tmp_pa
                 argv, cwd=context, env=env, capture_output=True, text=True, check=False
             )
             assert result.returncode == 0, f"{line}\n{result.stderr}"
-    python = tmp_path / "venv" / "bin" / "python"
+    return tmp_path / "venv" / "bin" / "python"
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_the_build_stage_installs_the_service_from_the_lock(service: str, tmp_path: Path) -> None:
+    python = run_build_stage(dockerfile(service), tmp_path)
+    uv = uv_binary()
     probe = subprocess.run(
         [str(python), "-c", f"import shop_{service}.main, shopkit; print('ok')"],
         capture_output=True,
