@@ -138,3 +138,38 @@ deploy: ## build the images, load them into kind, install everything (skaffold r
 
 kind-down: ## delete the kind cluster
 	kind delete cluster --name $(KIND_CLUSTER)
+
+# Rollouts (README, Rollouts), once the shop runs on kind: builds the order service from this
+# checkout as sweetslice-order:next, installs the ServiceRollout CRD and the operator when their
+# releases are missing (`helm upgrade` updates them), then applies the sample canary. The
+# operator's NetworkPolicy gets the cluster's own API server addresses, and a ServiceMonitor
+# when the Prometheus Operator is there (`skaffold run -p observability`).
+ROLLOUT_NAMESPACE ?= sweetslice
+ROLLOUT_SAMPLE ?= k8s/samples/order-rollout.yaml
+OPERATOR_IMAGE ?= sweetslice-operator:0.1.0
+.PHONY: rollout
+rollout: ## the rollout operator on kind (CRD and chart, when missing) and a canary (ROLLOUT_SAMPLE)
+	@command -v helm >/dev/null || { echo "helm not found (see README: Kubernetes)" >&2; exit 1; }
+	@set -euo pipefail; ctx=kind-$(KIND_CLUSTER); ns=$(ROLLOUT_NAMESPACE); \
+	docker build -f services/order/Dockerfile -t sweetslice-order:next .; \
+	kind load docker-image sweetslice-order:next --name $(KIND_CLUSTER); \
+	if ! helm status sweetslice-crds --kube-context $$ctx -n $$ns >/dev/null 2>&1; then \
+		helm install sweetslice-crds charts/sweetslice-crds --kube-context $$ctx -n $$ns; fi; \
+	if ! helm status sweetslice-operator --kube-context $$ctx -n $$ns >/dev/null 2>&1; then \
+		docker build -f operator/Dockerfile -t $(OPERATOR_IMAGE) .; \
+		kind load docker-image $(OPERATOR_IMAGE) --name $(KIND_CLUSTER); \
+		helm dependency build --skip-refresh charts/sweetslice-operator >/dev/null; \
+		api=$$(kubectl --context $$ctx get endpointslices -n default \
+			-l kubernetes.io/service-name=kubernetes -o jsonpath='{.items[0].endpoints[0].addresses[0]}'); \
+		svc=$$(kubectl --context $$ctx get service kubernetes -n default -o jsonpath='{.spec.clusterIP}'); \
+		monitoring=false; \
+		kubectl --context $$ctx get crd servicemonitors.monitoring.coreos.com >/dev/null 2>&1 && monitoring=true; \
+		helm install sweetslice-operator charts/sweetslice-operator --kube-context $$ctx -n $$ns \
+			--set image.repository=$(firstword $(subst :, ,$(OPERATOR_IMAGE))) \
+			--set image.tag=$(lastword $(subst :, ,$(OPERATOR_IMAGE))) \
+			--set "networkPolicy.apiServer.cidrs={$$api/32,$$svc/32}" \
+			--set monitoring.enabled=$$monitoring --set monitoring.labels.release=kube-prometheus-stack \
+			--wait --timeout 3m; \
+	fi; \
+	kubectl --context $$ctx apply -f $(ROLLOUT_SAMPLE); \
+	echo "follow it: kubectl --context $$ctx get servicerollouts -n $$ns -w"
