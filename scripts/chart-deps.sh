@@ -6,7 +6,7 @@ set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 CHARTS="${1:-$HERE/../charts}"
 HELM="${HELM:-$("$HERE/build-helm.sh")}"
-for chart in user product cart order payment notification gateway postgresql nats sweetslice; do
+for chart in user product cart order payment notification gateway postgresql nats sweetslice sweetslice-operator; do
   # `build` follows Chart.lock; `update` rewrites it only when Chart.yaml's list has changed.
   "$HELM" dependency build --skip-refresh "$CHARTS/$chart" >/dev/null 2>&1 ||
     "$HELM" dependency update --skip-refresh "$CHARTS/$chart" >&2

@@ -17,19 +17,14 @@ Spec = Callable[..., RolloutSpec]
 def test_default_queries_are_rendered_for_the_canary(rollout_spec: Spec) -> None:
     queries = queries_for(rollout_spec(analysis={"window": "2m"}), "shop")
     assert set(queries) == {"requests", "errorRatio", "p95", "p99"}
-    assert queries["requests"] == (
-        'sum(increase(shop_http_requests_total{namespace="shop",pod=~"order-canary-.*"}[2m]))'
-    )
+    users = 'namespace="shop",pod=~"order-canary-.*",route!~"/livez|/readyz|/metrics"'
+    assert queries["requests"] == f"sum(increase(shop_http_requests_total{{{users}}}[2m]))"
     assert queries["errorRatio"] == (
-        'sum(rate(shop_http_requests_total{namespace="shop",pod=~"order-canary-.*",'
-        'status=~"5.."}[2m])) / sum(rate(shop_http_requests_total{namespace="shop",'
-        'pod=~"order-canary-.*"}[2m]))'
+        f'sum(rate(shop_http_requests_total{{{users},status=~"5.."}}[2m]))'
+        f" / sum(rate(shop_http_requests_total{{{users}}}[2m]))"
     )
     assert queries["p99"].startswith("histogram_quantile(0.99, sum by (le) (rate(")
-    assert (
-        'shop_http_request_duration_seconds_bucket{namespace="shop",pod=~"order-canary-.*"}[2m]'
-        in queries["p95"]
-    )
+    assert f"shop_http_request_duration_seconds_bucket{{{users}}}[2m]" in queries["p95"]
     assert all(
         "{" + p + "}" not in q for q in queries.values() for p in ("namespace", "canary", "window")
     )

@@ -23,6 +23,7 @@ class Behaviour:
     latency_seconds: float
 
 
+IDLE = Behaviour(requests_per_second=0.0, error_ratio=0.0, latency_seconds=0.02)
 HEALTHY = Behaviour(requests_per_second=40.0, error_ratio=0.0, latency_seconds=0.02)
 FAILING = Behaviour(requests_per_second=40.0, error_ratio=0.3, latency_seconds=0.02)
 SLOW = Behaviour(requests_per_second=40.0, error_ratio=0.0, latency_seconds=2.0)
@@ -53,12 +54,18 @@ def _replace(series: _Series, behaviour: Behaviour) -> _Series:
     return _Series(behaviour, series.since, series.ok, series.errors, series.buckets)
 
 
+# Kubernetes probes and the Prometheus scrape: fast 200s on routes the analysis must ignore.
+PROBES_PER_SECOND = 5.0
+
+
 class CanaryMetrics:
-    """Per namespace, one simulated canary pod named `<canary>-sim`."""
+    """Per namespace, one simulated canary pod named `<canary>-sim`: its users' requests on the
+    checkout route, as the test sets them, and its probes' requests on /readyz, always."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._series: dict[tuple[str, str], _Series] = {}
+        self._started = time.monotonic()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -82,6 +89,7 @@ class CanaryMetrics:
 
     def text(self) -> str:
         now = time.monotonic()
+        probes = (now - self._started) * PROBES_PER_SECOND
         lines = [
             "# TYPE shop_http_requests_total counter",
             "# TYPE shop_http_request_duration_seconds histogram",
@@ -90,7 +98,8 @@ class CanaryMetrics:
             for (namespace, canary), series in sorted(self._series.items()):
                 current = series.at(now)
                 ok, errors = current.ok, current.errors
-                labels = f'namespace="{namespace}",pod="{canary}-sim",service="order"'
+                pod = f'namespace="{namespace}",pod="{canary}-sim",service="order"'
+                labels = f'{pod},method="POST",route="/api/v1/orders"'
                 lines.append(f'shop_http_requests_total{{{labels},status="200"}} {ok:.3f}')
                 lines.append(f'shop_http_requests_total{{{labels},status="500"}} {errors:.3f}')
                 count = ok + errors
@@ -103,6 +112,13 @@ class CanaryMetrics:
                     f'shop_http_request_duration_seconds_bucket{{{labels},le="+Inf"}} {count:.3f}'
                 )
                 lines.append(f"shop_http_request_duration_seconds_count{{{labels}}} {count:.3f}")
+                probe = f'{pod},method="GET",route="/readyz"'
+                lines.append(f'shop_http_requests_total{{{probe},status="200"}} {probes:.3f}')
+                for le in (*(str(b) for b in BUCKETS), "+Inf"):
+                    lines.append(
+                        f'shop_http_request_duration_seconds_bucket{{{probe},le="{le}"}} '
+                        f"{probes:.3f}"
+                    )
         return "\n".join(lines) + "\n"
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:

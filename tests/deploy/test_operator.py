@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import yaml  # type: ignore[import-untyped]  # no stubs in the lock
 
-from tests.deploy.canary_metrics import FAILING, HEALTHY, CanaryMetrics
+from tests.deploy.canary_metrics import FAILING, HEALTHY, IDLE, CanaryMetrics
 from tests.deploy.cluster import Cluster, free_port
 from tests.prometheus_server import PrometheusServer
 
@@ -357,4 +357,19 @@ def test_deleting_a_rollout_removes_its_canary(shop: Shop) -> None:
     while shop.get("deployment", "order-canary") is not None and time.monotonic() < deadline:
         time.sleep(0.5)
     assert shop.get("deployment", "order-canary") is None
+    assert shop.stable_image() == STABLE_IMAGE
+
+
+def test_probe_traffic_alone_never_passes_the_analysis(
+    shop: Shop, canary_metrics: CanaryMetrics
+) -> None:
+    # The canary answers its probes (fast 200s, more than minRequests) but no user requests.
+    canary_metrics.set(shop.namespace, "order-canary", IDLE)
+    shop.create_rollout("order-idle")
+    shop.wait_step("order-idle", 0)
+    time.sleep(12)  # two analysis intervals, and far past the first step's pause
+    status = shop.rollout("order-idle")["status"]
+    assert status["phase"] == "Progressing", status
+    assert status["step"] == 0
+    assert status["analysis"]["verdict"] == "Inconclusive", status["analysis"]
     assert shop.stable_image() == STABLE_IMAGE
