@@ -51,7 +51,10 @@ contracts: install ## import-linter layering contracts
 	$(VENV)/bin/lint-imports
 
 test-unit: install ## per-service tests and the operator's reconcile tests
-	$(VENV)/bin/pytest services operator/tests $(PYTEST_ARGS)
+	$(VENV)/bin/pytest services $(PYTEST_ARGS)
+	@# Apart, and rooted at operator/: pytest names test modules by their path from the root,
+	@# and a module named operator.tests.* would hide the standard library's `operator`.
+	$(VENV)/bin/pytest --rootdir=operator -c pyproject.toml operator/tests $(PYTEST_ARGS)
 
 test-e2e: install ## cross-service tests on the real processes, on SQLite and on PostgreSQL
 	$(VENV)/bin/pytest tests/e2e $(PYTEST_ARGS)
