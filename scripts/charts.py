@@ -75,7 +75,7 @@ description: Sweet Slice {service.name} service - {service.summary}.
 type: application
 version: {VERSION}
 appVersion: "{APP_VERSION}"
-kubeVersion: ">=1.29.0-0"
+kubeVersion: ">=1.30.0-0"
 home: https://github.com/sweetslice/sweetslice
 keywords: [sweetslice, microservices, {service.name}]
 dependencies:
@@ -108,9 +108,9 @@ def values_yaml(service: Service) -> str:
   enabled: true
   name: sweetslice_{service.name}
   user: {service.name}
-  # A Secret of yours holding the database URL (urlKey) and, for the release's own PostgreSQL,
-  # the password (passwordKey); empty: the chart generates a password, keeps it across upgrades
-  # and writes both.
+  # With a PostgreSQL of your own (the umbrella's postgresql.enabled=false): a Secret of yours
+  # holding the database URL under urlKey. Empty: the chart generates a password, keeps it
+  # across upgrades and writes the URL (and the password, for the release's PostgreSQL).
   existingSecret: ""
   urlKey: database-url
   passwordKey: database-password
@@ -178,6 +178,9 @@ global:
   consul:
     enabled: false
     address: "http://{{{{ .Release.Name }}}}-consul-server:8500"
+    port: 8500
+    # Consul's pods (NetworkPolicy `to` entries); required when enabled.
+    egressTo: []
   monitoring:
     # Renders a ServiceMonitor (needs the Prometheus Operator's CRDs).
     enabled: false
@@ -270,6 +273,8 @@ STRING = {"type": "string"}
 BOOL = {"type": "boolean"}
 PORT = {"type": "integer", "minimum": 1, "maximum": 65535}
 QUANTITY = {"type": ["string", "integer", "number"]}
+# nats-server's sizes: a number and an optional K/M/G/T (it refuses Kubernetes' "Gi").
+NATS_SIZE = {"type": "string", "pattern": "^[0-9]+[KMGT]?$"}
 NAME = {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", "maxLength": 63}
 # Role and database names go into the init script: plain identifiers only.
 NAME_SQL = {"type": "string", "pattern": "^[a-z_][a-z0-9_]*$", "maxLength": 63}
@@ -308,7 +313,9 @@ def global_schema() -> dict[str, Any]:
             "tracing": _object(
                 {"enabled": BOOL, "endpoint": STRING, "port": PORT, "egressTo": ANY_LIST}
             ),
-            "consul": _object({"enabled": BOOL, "address": STRING}),
+            "consul": _object(
+                {"enabled": BOOL, "address": STRING, "port": PORT, "egressTo": ANY_LIST}
+            ),
             "monitoring": _object(
                 {
                     "enabled": BOOL,
@@ -534,7 +541,7 @@ def nats_schema() -> dict[str, Any]:
         {
             "monitorPort": PORT,
             "jetstream": _object(
-                {"maxFileStore": QUANTITY, "maxMemoryStore": QUANTITY},
+                {"maxFileStore": NATS_SIZE, "maxMemoryStore": NATS_SIZE},
                 ["maxFileStore", "maxMemoryStore"],
             ),
             "clients": {"type": "array", "items": NAME},

@@ -623,8 +623,7 @@ def test_k4_catches(charts: Charts, case: str) -> None:
 
 # --- 5. K3: checkov -----------------------------------------------------------------------------
 
-# Checks that fail on the rendered charts, each with why it is skipped. "TODO:" marks a real
-# weakness the charts should fix (then the skip goes).
+# Checks that fail on the rendered charts, each with why it is skipped.
 CHECKOV_SKIPS = {
     "CKV_K8S_21": "helm template leaves metadata.namespace unset; `helm install -n sweetslice` "
     "places every object in the release namespace, never `default`",

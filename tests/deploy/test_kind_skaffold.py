@@ -176,3 +176,37 @@ def test_the_makefile_has_the_kubernetes_targets_the_readme_gives() -> None:
     for target in ("kind-up", "deploy", "kind-down"):
         assert re.search(rf"^{target}:", makefile, re.MULTILINE), target
         assert f"make {target}" in readme, target
+
+
+@pytest.mark.parametrize(
+    ("sets", "refusal"),
+    [
+        (["postgresql.enabled=false"], "postgresql.enabled=false: set global.database.egressTo"),
+        (["nats.enabled=false"], "nats.enabled=false: set global.broker.egressTo"),
+        (["order.database.existingSecret=mine"], "order.database: with the release's PostgreSQL"),
+        (["cart.database.enabled=false"], "cart.database: with the release's PostgreSQL"),
+        (["global.consul.enabled=true"], "global.consul.egressTo must name Consul's pods"),
+        # nats-server reads K/M/G/T; a Kubernetes quantity would stop it at start.
+        (["nats.jetstream.maxFileStore=1Gi"], "maxFileStore"),
+    ],
+)
+def test_combinations_that_would_install_but_not_work_are_refused(
+    charts: Charts, sets: list[str], refusal: str
+) -> None:
+    rendered = charts.template("sweetslice", sets=sets)
+    assert rendered.returncode != 0
+    assert refusal in rendered.stderr, rendered.stderr
+
+
+def test_stateful_data_goes_with_the_release(charts: Charts) -> None:
+    rendered = charts.template("sweetslice", values=[ROOT / "k8s" / "values-kind.yaml"])
+    assert rendered.returncode == 0, rendered.stderr
+    statefulsets = [o for o in parse_manifests(rendered.stdout) if o["kind"] == "StatefulSet"]
+    assert len(statefulsets) == 2
+    for statefulset in statefulsets:
+        policy = statefulset["spec"]["persistentVolumeClaimRetentionPolicy"]
+        assert policy["whenDeleted"] == "Delete", statefulset["metadata"]["name"]
+    nats = next(o for o in parse_manifests(rendered.stdout) if o["kind"] == "ConfigMap"
+                and o["metadata"]["name"] == "shop-nats")  # fmt: skip
+    # In nats-server's own units, unquoted.
+    assert "max_file_store: 1G\n" in nats["data"]["nats.conf"]

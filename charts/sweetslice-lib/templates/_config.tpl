@@ -74,7 +74,7 @@ the token every service shares. Never environment variables, which child process
     sources:
       {{- if .Values.database.enabled }}
       - secret:
-          name: {{ .Values.database.existingSecret | default $secret }}
+          name: {{ tpl .Values.database.existingSecret . | default $secret }}
           items:
             - key: {{ .Values.database.urlKey }}
               path: {{ $prefix }}DATABASE_URL
@@ -90,7 +90,7 @@ the token every service shares. Never environment variables, which child process
       {{- end }}
       {{- if and .Values.signingKey.enabled .Values.signingKey.existingSecret }}
       - secret:
-          name: {{ .Values.signingKey.existingSecret }}
+          name: {{ tpl .Values.signingKey.existingSecret . }}
           items:
             - key: {{ .Values.signingKey.key }}
               path: {{ $prefix }}SIGNING_KEY

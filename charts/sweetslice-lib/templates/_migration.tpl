@@ -23,6 +23,8 @@ metadata:
     helm.sh/hook-delete-policy: before-hook-creation,hook-succeeded
 spec:
   backoffLimit: {{ .Values.migrations.backoffLimit }}
+  # A failed one stays a day to be read, then goes (uninstall does not delete hooks).
+  ttlSecondsAfterFinished: 86400
   activeDeadlineSeconds: {{ .Values.migrations.activeDeadlineSeconds }}
   template:
     metadata:

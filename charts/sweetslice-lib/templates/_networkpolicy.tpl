@@ -112,6 +112,16 @@ spec:
         - port: {{ .Values.global.tracing.port }}
           protocol: TCP
     {{- end }}
+    {{- if .Values.global.consul.enabled }}
+    {{- if not .Values.global.consul.egressTo }}
+    {{- fail "global.consul.egressTo must name Consul's pods (an empty `to` would open the port to every destination)" }}
+    {{- end }}
+    - to:
+        {{- toYaml .Values.global.consul.egressTo | nindent 8 }}
+      ports:
+        - port: {{ .Values.global.consul.port }}
+          protocol: TCP
+    {{- end }}
     {{- with .Values.networkPolicy.extraEgress }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
