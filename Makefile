@@ -132,12 +132,17 @@ kind-up: ## create the local kind cluster (k8s/kind-cluster.yaml) and the namesp
 	kind create cluster --name $(KIND_CLUSTER) --config k8s/kind-cluster.yaml
 	kubectl --context kind-$(KIND_CLUSTER) apply -f k8s/namespace.yaml
 
-deploy: ## build the images, load them into kind, install everything (skaffold run), smoke-test
+SKAFFOLD_BUILD := $(DATA_DIR)/skaffold-build.json
+deploy: ## build the images, load them into kind, install everything, smoke-test, forward the gateway
 	@command -v helm >/dev/null || { echo "helm not found (see README: Kubernetes)" >&2; exit 1; }
-	for chart in user product cart order payment notification gateway postgresql nats sweetslice; do \
-		helm dependency build --skip-refresh charts/$$chart >/dev/null || exit 1; done
+	HELM=helm scripts/chart-deps.sh
 	kubectl --context kind-$(KIND_CLUSTER) apply -f k8s/namespace.yaml
-	skaffold run --kube-context kind-$(KIND_CLUSTER) --port-forward=user
+	@mkdir -p $(DATA_DIR)
+	skaffold build --kube-context kind-$(KIND_CLUSTER) --file-output $(SKAFFOLD_BUILD)
+	skaffold deploy --kube-context kind-$(KIND_CLUSTER) --build-artifacts $(SKAFFOLD_BUILD) --load-images=true
+	skaffold verify --kube-context kind-$(KIND_CLUSTER) --build-artifacts $(SKAFFOLD_BUILD)
+	@echo "the shop: http://127.0.0.1:8080 (Ctrl-C stops the port-forward; the ingress stays on 127.0.0.1:8081)"
+	kubectl --context kind-$(KIND_CLUSTER) -n sweetslice port-forward service/shop-gateway 8080:8080 --address 127.0.0.1
 
 kind-down: ## delete the kind cluster
 	kind delete cluster --name $(KIND_CLUSTER)
