@@ -373,3 +373,28 @@ def test_probe_traffic_alone_never_passes_the_analysis(
     assert status["step"] == 0
     assert status["analysis"]["verdict"] == "Inconclusive", status["analysis"]
     assert shop.stable_image() == STABLE_IMAGE
+
+
+def test_a_rollouts_release_is_fixed_once_created(shop: Shop) -> None:
+    """Its analyses so far are about one image: the API server refuses another midway."""
+    shop.create_rollout("order-fixed", steps=[{"weight": 30, "pauseSeconds": 600}])
+    for change in ({"image": "sweetslice-order:9.9.9"}, {"env": [{"name": "X", "value": "1"}]},
+                   {"deployment": "payment"}, {"container": "other"}):  # fmt: skip
+        refused = shop.cluster.kubectl(
+            "patch", "servicerollout", "order-fixed", "-n", shop.namespace, "--type=merge",
+            "-p", json.dumps({"spec": change}), check=False,
+        )  # fmt: skip
+        assert refused.returncode != 0, change
+        assert "fixed for a rollout" in refused.stderr, refused.stderr
+    # The controls stay free to change.
+    shop.patch_spec("order-fixed", paused=True)
+    assert shop.wait_phase("order-fixed", "Paused")["phase"] == "Paused"
+    long_name = "order-" + "x" * 60
+    body = shop.rollout("order-fixed")
+    body["metadata"] = {"name": long_name}
+    body.pop("status", None)
+    too_long = shop.cluster.kubectl(
+        "create", "-n", shop.namespace, "-f", "-", input=json.dumps(body), check=False
+    )
+    assert too_long.returncode != 0
+    assert "at most 63 characters" in too_long.stderr, too_long.stderr

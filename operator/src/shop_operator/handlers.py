@@ -190,7 +190,15 @@ def register(registry: kopf.OperatorRegistry, *, tick_seconds: float) -> None:
         # Acting at once on a change (abort, pause, promote) rather than at the next tick.
         await reconcile(body, patch, memo, logger)
 
-    @kopf.timer(GROUP, VERSION, PLURAL, interval=tick_seconds, registry=registry)
+    # Finished rollouts (Succeeded, RolledBack, Aborted) have nothing left to do: no timer.
+    @kopf.timer(
+        GROUP,
+        VERSION,
+        PLURAL,
+        interval=tick_seconds,
+        registry=registry,
+        when=lambda status, **_: status.get("phase") not in TERMINAL,
+    )
     async def tick(
         *, body: kopf.Body, patch: kopf.Patch, memo: Any, logger: kopf.Logger, **_: Any
     ) -> None:

@@ -129,7 +129,7 @@ class Kube:
                 response.status_code,
                 f"{response.request.method} {response.request.url.path}: {response.text[:500]}",
             )
-        if response.status_code == 404 or not response.content:
+        if not response.content:
             return {}
         data = response.json()
         return data if isinstance(data, dict) else {}
