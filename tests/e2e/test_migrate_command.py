@@ -11,8 +11,10 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
@@ -59,13 +61,22 @@ async def _schema_version(url: str) -> str:
         await conn.close()
 
 
+@dataclass
+class _Started:
+    proc: subprocess.Popen[str]
+    url: str
+    # What the process writes after it said it was waiting, read as it comes (by `reader`,
+    # until the process closes its stderr) so that a full pipe never blocks it.
+    later: list[str]
+    reader: threading.Thread
+
+
 @contextlib.contextmanager
 def _started_before_its_database(
     service: str, command: list[str], env: dict[str, str] | None = None
-) -> Iterator[tuple[subprocess.Popen[str], str]]:
+) -> Iterator[_Started]:
     """Runs `command` against `service`'s PostgreSQL database, which is not up yet, and starts
-    the database only once the process has said it is waiting for it. Yields the process and
-    the database URL."""
+    the database only once the process has said it is waiting for it."""
     postgres = PostgresServer()
     url = postgres.url_template.format(service=service)
     full_env = {**os.environ, **(env or {}), f"SWEETSLICE_{service.upper()}_DATABASE_URL": url}
@@ -77,8 +88,11 @@ def _started_before_its_database(
                     break
             else:
                 pytest.fail(f"{command} exited without waiting for the database")
+            later: list[str] = []
+            reader = threading.Thread(target=lambda: later.extend(proc.stderr or ()), daemon=True)
+            reader.start()
             postgres.start()
-            yield proc, url
+            yield _Started(proc, url, later, reader)
         finally:
             proc.kill()
             postgres.stop()
@@ -86,12 +100,13 @@ def _started_before_its_database(
 
 def test_migrate_waits_for_a_database_that_starts_later() -> None:
     command = [sys.executable, "-m", "shop_order.main", "migrate", "--wait-seconds", "90"]
-    with _started_before_its_database("order", command) as (proc, url):
-        assert proc.stderr is not None
-        rest = proc.stderr.read()
-        assert proc.wait(timeout=120) == 0, rest
+    with _started_before_its_database("order", command) as started:
+        exit_code = started.proc.wait(timeout=120)
+        started.reader.join(timeout=10)
+        rest = "".join(started.later)
+        assert exit_code == 0, rest
         assert "migrated order to head" in rest
-        assert asyncio.run(_schema_version(url))
+        assert asyncio.run(_schema_version(started.url))
 
 
 def test_migrate_gives_up_when_the_database_never_comes() -> None:
@@ -100,7 +115,7 @@ def test_migrate_gives_up_when_the_database_never_comes() -> None:
     done = _migrate("cart", {"SWEETSLICE_CART_DATABASE_URL": url}, "--wait-seconds", "3")
     assert done.returncode != 0
     assert time.monotonic() - began < 60
-    assert "ConnectionRefusedError" in done.stderr or "Connect" in done.stderr
+    assert "ConnectionRefusedError" in done.stderr
 
 
 def test_the_gateway_has_no_migrate_command() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,10 @@ async def migrate_when_reachable(
             await migrate(db, script_location)
             return
         except (OSError, DBAPIError) as exc:
-            reachable_later = isinstance(exc, OSError) or is_database_unavailable(exc)
+            # Refused, unresolvable (DNS not ready) or timed out: the database may yet come.
+            # Other OS errors (a SQLite path it may not write) will not mend by waiting.
+            network = isinstance(exc, ConnectionError | socket.gaierror | TimeoutError)
+            reachable_later = network or is_database_unavailable(exc)
             if not reachable_later or time.monotonic() >= deadline:
                 raise
             log.warning("database not reachable yet, retrying: %s", exc.__class__.__name__)
