@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds helm from its Go module (no release downloads reach this machine) and caches it under
-# ~/.cache/sweetslice by helm and Kubernetes version. Prints the binary's path.
+# Builds helm from its Go module (CI machines reach module proxies, not release downloads) and
+# caches it under ~/.cache/sweetslice by helm and Kubernetes version. Prints the binary's path.
 #
 # A plain `go install` leaves helm's version at "v3.21" and, worse, its default Kubernetes
 # version (what `helm template` and `helm lint` assume without a cluster, and what

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Builds a real Kubernetes control plane (kube-apiserver, kube-controller-manager,
-# kube-scheduler) from its Go modules, since no release download reaches this machine, and caches
-# the binaries under ~/.cache/sweetslice by version. Prints the folder holding them.
+# Builds a real Kubernetes control plane (kube-apiserver, kube-controller-manager, kube-scheduler)
+# from its Go modules, since CI machines reach module proxies, not release downloads, and caches the
+# binaries under ~/.cache/sweetslice by version. Prints the folder holding them.
 #
 # k8s.io/kubernetes cannot be `go install`ed: its go.mod points every k8s.io/<staging> module at a
 # folder inside its own tree. A wrapper module requires it and points each of those modules at

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Builds kwok (it keeps fake nodes Ready and plays the kubelet's part for pods, against a real
-# API server) from its Go module, since no release download reaches this machine, and caches it
-# under ~/.cache/sweetslice by version. Prints the binary's path.
+# Builds kwok (it keeps fake nodes Ready and plays the kubelet's part for pods, against a real API
+# server) from its Go module, since CI machines reach module proxies, not release downloads, and
+# caches it under ~/.cache/sweetslice by version. Prints the binary's path.
 set -euo pipefail
 VERSION="${KWOK_VERSION:-v0.8.0}"
 CACHE="${SWEETSLICE_CACHE:-$HOME/.cache/sweetslice}"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Builds the real OpenTelemetry Collector from its Go modules with the collector builder (no
-# release downloads reach this machine), from k8s/observability/otelcol/builder.yaml, and caches
-# it under ~/.cache/sweetslice by builder version and manifest. Prints the binary's path.
+# Builds the real OpenTelemetry Collector from its Go modules with the collector builder (CI
+# machines reach module proxies, not release downloads), from
+# k8s/observability/otelcol/builder.yaml, and caches it under ~/.cache/sweetslice by builder version
+# and manifest. Prints the binary's path.
 set -euo pipefail
 VERSION="${OTELCOL_BUILDER_VERSION:-v0.165.0}"
 CACHE="${SWEETSLICE_CACHE:-$HOME/.cache/sweetslice}"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds the real Toxiproxy server from its Go module (no release downloads reach this machine)
-# and caches it by version under ~/.cache/sweetslice. Prints the binary's path.
+# Builds the real Toxiproxy server from its Go module (CI machines reach module proxies, not release
+# downloads) and caches it by version under ~/.cache/sweetslice. Prints the binary's path.
 set -euo pipefail
 VERSION="${TOXIPROXY_VERSION:-v2.12.0}"
 CACHE="${SWEETSLICE_CACHE:-$HOME/.cache/sweetslice}"

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml  # type: ignore[import-untyped]  # no stubs in the lock
+from shopkit.launcher import free_port
 
 
 def prometheus_binary() -> str:
@@ -29,19 +29,12 @@ def prometheus_binary() -> str:
     return found
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 class PrometheusServer:
     """Started with `config` (prometheus.yml as a dict), stopped by `stop()`."""
 
     def __init__(self, workdir: Path, config: dict[str, Any]) -> None:
         self.workdir = workdir
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = workdir / "prometheus.log"
         self.config_path = workdir / "prometheus.yml"
