@@ -196,10 +196,11 @@ async def test_token_cache_is_bounded_and_never_outlives_the_token(
         assert await auth.subject(f"Bearer {tokens.token(f'u{i}')}".encode()) == f"u{i}"
         assert len(auth) <= 10
 
-    brief = f"Bearer {tokens.token('brief', ttl=1)}".encode()
+    # exp is whole seconds from a truncated now: ttl=3 leaves it at least 2 s to be used in.
+    brief = f"Bearer {tokens.token('brief', ttl=3)}".encode()
     assert await auth.subject(brief) == "brief"
     assert await auth.subject(brief) == "brief"  # from the cache
-    await asyncio.sleep(2.1)
+    await asyncio.sleep(3.2)
     # Cached for up to 30 s, but never past the token's own expiry.
     with pytest.raises(Unauthorized):
         await auth.subject(brief)
