@@ -97,7 +97,9 @@ def test_crd_status_schema_holds_everything_the_operator_writes() -> None:
         stable_replicas=1,
         step_started_at=when,
         observed_generation=1,
-        analysis=AnalysisStatus(when, "Pass", "r", 1.0, 0.0, 0.1, 0.2),
+        analysis=AnalysisStatus(
+            at=when, verdict="Pass", reason="r", requests=1.0, error_ratio=0.0, p95=0.1, p99=0.2
+        ),
     ).to_dict()
     assert set(full) <= set(status)
     assert set(full["analysis"]) <= set(status["analysis"]["properties"])

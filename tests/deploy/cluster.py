@@ -39,6 +39,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
+from shopkit.launcher import free_ports
 
 HERE = Path(__file__).resolve().parent
 KWOK_STAGES = HERE / "kwok-stages.yaml"
@@ -65,12 +66,6 @@ class Tools:
     kwok: Path
     helm: Path
     kubectl: Path
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def port_open(port: int) -> bool:
@@ -441,7 +436,7 @@ class Cluster:
     def start(self) -> None:
         started = time.monotonic()
         pki = Pki(self.folder / "pki")
-        etcd_port, etcd_peer_port, api_port = free_port(), free_port(), free_port()
+        etcd_port, etcd_peer_port, api_port = free_ports(3)
         self.ports = [etcd_port, etcd_peer_port, api_port]
         self.server = f"https://127.0.0.1:{api_port}"
         service_ip = str(next(ipaddress.ip_network(SERVICE_CIDR).hosts()))

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.charts_support import ToolError, built
+from tests.deploy.charts_support import Charts, ToolError, built
 from tests.deploy.cluster import Cluster, Tools, running_cluster
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,3 +64,14 @@ def cluster(tools: Tools, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     with running_cluster(tmp_path_factory.mktemp("cluster"), tools) as running:
         sys.stderr.write(f"\ncluster ready in {running.startup_seconds:.1f} s\n")
         yield running
+
+
+@pytest.fixture(scope="session")
+def charts(tmp_path_factory: pytest.TempPathFactory) -> Charts:
+    """charts/ copied and vendored once for the session (never in the checkout)."""
+    try:
+        return Charts.prepare(
+            _built("SWEETSLICE_HELM", "build-helm.sh"), tmp_path_factory.mktemp("charts")
+        )
+    except ToolError as error:
+        pytest.fail(str(error))

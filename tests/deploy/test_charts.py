@@ -64,15 +64,6 @@ def report(capsys: pytest.CaptureFixture[str], text: str) -> None:
 # --- fixtures -----------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def charts(tmp_path_factory: pytest.TempPathFactory) -> Charts:
-    try:
-        helm = built("SWEETSLICE_HELM", "build-helm.sh")
-        return Charts.prepare(helm, tmp_path_factory.mktemp("charts"))
-    except ToolError as error:
-        pytest.fail(str(error))
-
-
 # A Deployment checkov must fail on whatever we skip: privileged, root, host network.
 CHECKOV_CANARY = """\
 apiVersion: apps/v1

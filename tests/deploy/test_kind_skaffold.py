@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml  # type: ignore[import-untyped]  # no stubs in the lock
 
-from tests.deploy.charts_support import Charts, ToolError, built
+from tests.deploy.charts_support import Charts
 from tests.deploy.manifests import (
     parse_manifests,
     resource_problems,
@@ -56,16 +56,6 @@ def _apply(config: dict[str, Any], patches: list[dict[str, Any]]) -> dict[str, A
 def skaffold() -> dict[str, Any]:
     config: dict[str, Any] = _load("skaffold.yaml")
     return config
-
-
-@pytest.fixture(scope="module")
-def charts(tmp_path_factory: pytest.TempPathFactory) -> Charts:
-    try:
-        return Charts.prepare(
-            built("SWEETSLICE_HELM", "build-helm.sh"), tmp_path_factory.mktemp("c")
-        )
-    except ToolError as error:
-        pytest.fail(str(error))
 
 
 def test_skaffold_builds_every_image_and_hands_it_to_its_chart(skaffold: dict[str, Any]) -> None:

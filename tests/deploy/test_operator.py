@@ -21,9 +21,10 @@ from typing import Any
 
 import pytest
 import yaml  # type: ignore[import-untyped]  # no stubs in the lock
+from shopkit.launcher import free_port
 
 from tests.deploy.canary_metrics import FAILING, HEALTHY, IDLE, CanaryMetrics
-from tests.deploy.cluster import Cluster, free_port
+from tests.deploy.cluster import Cluster
 from tests.prometheus_server import PrometheusServer
 
 ROOT = Path(__file__).resolve().parents[2]

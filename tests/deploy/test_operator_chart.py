@@ -17,7 +17,6 @@ import importlib.util
 import ipaddress
 import json
 import re
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -69,29 +68,6 @@ def report(capsys: pytest.CaptureFixture[str], text: str) -> None:
 
 
 # --- fixtures -----------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def charts(tmp_path_factory: pytest.TempPathFactory) -> Charts:
-    """helm over a copy of the library, operator and CRD charts, the library vendored into the
-    operator's copy (never into the checkout)."""
-    try:
-        helm = built("SWEETSLICE_HELM", "build-helm.sh")
-    except ToolError as error:
-        pytest.fail(str(error))
-    root = tmp_path_factory.mktemp("operator-charts") / "charts"
-    for chart in ("sweetslice-lib", OPERATOR, CRDS):
-        shutil.copytree(
-            ROOT / "charts" / chart, root / chart, ignore=shutil.ignore_patterns("charts")
-        )
-    result = subprocess.run(
-        [str(helm), "dependency", "build", "--skip-refresh", str(root / OPERATOR)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    return Charts(helm, root)
 
 
 _rendered: dict[str, list[Manifest]] = {}

@@ -12,13 +12,13 @@ release.
 from __future__ import annotations
 
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml  # type: ignore[import-untyped]  # no stubs in the lock
 
+from tests.deploy.charts_support import Charts
 from tests.deploy.cluster import Cluster
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,24 +62,6 @@ DENIED = [
 
 
 @pytest.fixture(scope="module")
-def charts(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of the operator, CRD and library charts, the library vendored (never in the
-    checkout)."""
-    root = tmp_path_factory.mktemp("operator-release") / "charts"
-    for chart in ("sweetslice-lib", "sweetslice-operator", "sweetslice-crds"):
-        shutil.copytree(
-            ROOT / "charts" / chart, root / chart, ignore=shutil.ignore_patterns("charts")
-        )
-    subprocess.run(
-        [str(cluster.tools.helm), "dependency", "build", "--skip-refresh"],
-        cwd=root / "sweetslice-operator",
-        check=True,
-        capture_output=True,
-    )
-    return root
-
-
-@pytest.fixture(scope="module")
 def namespace(cluster: Cluster) -> Iterator[str]:
     cluster.apply(NAMESPACE_MANIFEST)
     cluster.wait_service_account(NAMESPACE)
@@ -117,34 +99,37 @@ def _sample(path: Path, **spec_changes: object) -> str:
 
 
 def test_the_crd_and_operator_charts_on_a_real_api_server(
-    cluster: Cluster, charts: Path, namespace: str
+    cluster: Cluster, charts: Charts, namespace: str, tmp_path: Path
 ) -> None:
+    # The CRD chart is changed below: a copy of its own, not the session's shared one.
+    crds = tmp_path / "sweetslice-crds"
+    shutil.copytree(charts.root / "sweetslice-crds", crds)
     # 1. The CRD chart: accepted, Established, kept-on-uninstall annotation in place.
     _adopt_crd(cluster)
-    cluster.helm("install", CRDS_RELEASE, str(charts / "sweetslice-crds"), "-n", namespace)
+    cluster.helm("install", CRDS_RELEASE, str(crds), "-n", namespace)
     cluster.kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=60s")
     crd = cluster.get_json("crd", CRD_NAME)
     assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
 
     # 2. `helm upgrade` changes the CRD (it is in templates/, not crds/): a new printer column.
-    template = charts / "sweetslice-crds" / "templates" / "servicerollouts.yaml"
+    template = crds / "templates" / "servicerollouts.yaml"
     original = template.read_text()
     changed = yaml.safe_load(original)
     changed["spec"]["versions"][0]["additionalPrinterColumns"].append(
         {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1}
     )
     template.write_text(yaml.safe_dump(changed))
-    cluster.helm("upgrade", CRDS_RELEASE, str(charts / "sweetslice-crds"), "-n", namespace)
+    cluster.helm("upgrade", CRDS_RELEASE, str(crds), "-n", namespace)
     columns = cluster.get_json("crd", CRD_NAME)["spec"]["versions"][0]["additionalPrinterColumns"]
     assert "Message" in [c["name"] for c in columns]
     template.write_text(original)
-    cluster.helm("upgrade", CRDS_RELEASE, str(charts / "sweetslice-crds"), "-n", namespace)
+    cluster.helm("upgrade", CRDS_RELEASE, str(crds), "-n", namespace)
     columns = cluster.get_json("crd", CRD_NAME)["spec"]["versions"][0]["additionalPrinterColumns"]
     assert "Message" not in [c["name"] for c in columns]
 
     # 3. The operator chart in a namespace enforcing `restricted`: admitted, and its pod runs.
     installed = cluster.helm(
-        "install", OPERATOR_RELEASE, str(charts / "sweetslice-operator"), "-n", namespace,
+        "install", OPERATOR_RELEASE, str(charts.root / "sweetslice-operator"), "-n", namespace,
         "--timeout", "3m",
     )  # fmt: skip
     assert "STATUS: deployed" in installed.stdout

@@ -10,13 +10,12 @@ release the step before left behind.
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.deploy.charts_support import Charts
 from tests.deploy.cluster import Cluster
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,17 +28,8 @@ NAMESPACE_DEFAULTS = {("ServiceAccount", "default"), ("ConfigMap", "kube-root-ca
 
 
 @pytest.fixture(scope="module")
-def umbrella(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of charts/ with the file:// dependencies vendored (never in the checkout)."""
-    charts = tmp_path_factory.mktemp("charts") / "charts"
-    shutil.copytree(ROOT / "charts", charts, ignore=shutil.ignore_patterns("charts"))
-    subprocess.run(
-        [str(ROOT / "scripts" / "chart-deps.sh"), str(charts)],
-        env={"HELM": str(cluster.tools.helm), "PATH": "/usr/bin:/bin"},
-        check=True,
-        capture_output=True,
-    )
-    return charts / "sweetslice"
+def umbrella(charts: Charts) -> Path:
+    return charts.root / "sweetslice"
 
 
 def _values() -> list[str]:

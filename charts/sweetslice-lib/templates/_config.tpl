@@ -41,10 +41,6 @@ SWEETSLICE_SECRETS_DIR: {{ include "sweetslice.secretsDir" . | quote }}
 {{- end -}}
 {{- end -}}
 
-{{- define "sweetslice.secretName" -}}
-{{- include "sweetslice.fullname" . -}}
-{{- end -}}
-
 {{/*
 Secret settings reach the service as files, one per setting, named like its environment
 variable (shopkit reads SWEETSLICE_SECRETS_DIR): a projected volume of the service's Secret and
@@ -60,7 +56,7 @@ the token every service shares. Never environment variables, which child process
 {{- define "sweetslice.secretVolume" -}}
 {{- if include "sweetslice.hasSecrets" . -}}
 {{- $prefix := include "sweetslice.envPrefix" . -}}
-{{- $secret := include "sweetslice.secretName" . -}}
+{{- $secret := include "sweetslice.fullname" . -}}
 {{- $own := list -}}
 {{- if and .Values.signingKey.enabled (not .Values.signingKey.existingSecret) -}}
 {{- $own = append $own (dict "key" .Values.signingKey.key "path" (printf "%sSIGNING_KEY" $prefix)) -}}
@@ -125,7 +121,7 @@ data:
 {{- end -}}
 
 {{- define "sweetslice.secret" -}}
-{{- $name := include "sweetslice.secretName" . -}}
+{{- $name := include "sweetslice.fullname" . -}}
 {{- $data := dict -}}
 {{- if and .Values.database.enabled (not .Values.database.existingSecret) -}}
 {{- $db := .Values.database -}}

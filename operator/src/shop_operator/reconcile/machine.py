@@ -8,7 +8,7 @@ the same result, and the actions it asks for are idempotent (create-or-update, s
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -260,15 +260,7 @@ def decide(now: datetime, spec: RolloutSpec, status: Status, observed: Observed)
         b.status = replace(
             b.status,
             failures=failures,
-            analysis=AnalysisStatus(
-                at=now,
-                verdict=result.verdict,
-                reason=result.reason,
-                requests=result.requests,
-                error_ratio=result.error_ratio,
-                p95=result.p95,
-                p99=result.p99,
-            ),
+            analysis=AnalysisStatus(at=now, **asdict(result)),
         )
         if result.verdict == "Fail":
             limit = spec.analysis.failure_limit

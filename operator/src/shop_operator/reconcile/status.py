@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Literal, cast, get_args
 
-from shop_operator.reconcile.analysis import Verdict
+from shop_operator.reconcile.analysis import Result
 
 Phase = Literal[
     "Pending", "Progressing", "Paused", "Promoting", "Succeeded", "RolledBack", "Aborted"
@@ -28,15 +28,11 @@ def parse_time(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-@dataclass(frozen=True)
-class AnalysisStatus:
+@dataclass(frozen=True, kw_only=True)
+class AnalysisStatus(Result):
+    """An analysis's result as the status records it: with when it was made."""
+
     at: datetime
-    verdict: Verdict
-    reason: str
-    requests: float | None = None
-    error_ratio: float | None = None
-    p95: float | None = None
-    p99: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
