@@ -4,12 +4,20 @@ launcher's replicas that make them."""
 from __future__ import annotations
 
 import collections
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from aiohttp import web
-from shopkit.discovery import StaticDiscovery, UnknownService, split_addresses
+from prometheus_client import REGISTRY
+from shopkit.discovery import (
+    DnsDiscovery,
+    Pool,
+    StaticDiscovery,
+    UnknownService,
+    split_addresses,
+)
 from shopkit.http import PeerUnavailable, ServiceClient, new_client_session
 from shopkit.launcher import Platform, PlatformConfig, service_of
 from shopkit.testing import free_port
@@ -122,3 +130,100 @@ def test_replicas_get_their_own_ports_and_callers_get_every_instance(tmp_path: P
         PlatformConfig.ephemeral(tmp_path, replicas={"gateway": 2})
     with pytest.raises(ValueError, match="replicas"):
         PlatformConfig.ephemeral(tmp_path, replicas={"cart": 0})
+
+
+# Kubernetes DNS: names resolved by the service itself, the last answer kept when DNS fails.
+
+
+class FlakyResolver:
+    """Answers from a table a test edits; a name mapped to None fails like an unreachable DNS."""
+
+    def __init__(self, table: dict[str, list[str] | None]) -> None:
+        self.table = table
+        self.asked: list[tuple[str, int]] = []
+
+    async def __call__(self, host: str, port: int) -> list[str]:
+        self.asked.append((host, port))
+        found = self.table[host]
+        if found is None:
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        return found
+
+
+async def test_dns_spreads_calls_over_every_address_of_a_name_and_keeps_the_last_answer() -> None:
+    resolver = FlakyResolver({"cart.shop.svc": ["10.0.0.1", "10.0.0.2"]})
+    dns = DnsDiscovery({"cart": "http://cart.shop.svc:8103"}, resolver=resolver, caller="t")
+    # Before the first lookup the name itself is used: the HTTP client can still resolve it.
+    assert await dns.resolve("cart") == "http://cart.shop.svc:8103"
+    await dns.refresh()
+    assert resolver.asked == [("cart.shop.svc", 8103)]
+    assert {await dns.resolve("cart") for _ in range(4)} == {
+        "http://10.0.0.1:8103",
+        "http://10.0.0.2:8103",
+    }
+    assert dns.instance_count("cart") == 2
+
+    # A pod went away and another came: the next lookup says so.
+    resolver.table["cart.shop.svc"] = ["10.0.0.2", "10.0.0.3"]
+    await dns.refresh()
+    assert {await dns.resolve("cart") for _ in range(4)} == {
+        "http://10.0.0.2:8103",
+        "http://10.0.0.3:8103",
+    }
+
+    # DNS down: the last answer stays in use (RELIABILITY.md R16), and the failure is counted.
+    resolver.table["cart.shop.svc"] = None
+    failures = REGISTRY.get_sample_value(
+        "sweetslice_discovery_refresh_failures_total", {"service": "t", "peer": "cart"}
+    )
+    await dns.refresh()
+    assert {await dns.resolve("cart") for _ in range(4)} == {
+        "http://10.0.0.2:8103",
+        "http://10.0.0.3:8103",
+    }
+    assert (
+        REGISTRY.get_sample_value(
+            "sweetslice_discovery_refresh_failures_total", {"service": "t", "peer": "cart"}
+        )
+        == (failures or 0) + 1
+    )
+    assert (
+        REGISTRY.get_sample_value(
+            "sweetslice_discovery_instances", {"service": "t", "peer": "cart"}
+        )
+        == 2
+    )
+
+
+async def test_dns_leaves_addresses_and_https_names_alone_and_resolves_for_real() -> None:
+    resolver = FlakyResolver({})
+    dns = DnsDiscovery(
+        {"a": "http://127.0.0.1:1,http://[::1]:2", "b": "https://pay.example:443"},
+        resolver=resolver,
+    )
+    await dns.refresh()
+    # Nothing to look up in an address; over https the certificate names the host.
+    assert resolver.asked == []
+    assert {await dns.resolve("a") for _ in range(2)} == {"http://127.0.0.1:1", "http://[::1]:2"}
+
+    # The real resolver of this machine: localhost is a loopback address.
+    real = DnsDiscovery({"c": "http://localhost:8103"})
+    await real.start()
+    try:
+        found = {await real.resolve("c") for _ in range(4)}
+    finally:
+        await real.close()
+    assert found <= {"http://127.0.0.1:8103", "http://[::1]:8103"} and found
+
+
+async def test_a_changed_pool_forgets_instances_that_left_and_keeps_ejections_of_the_rest() -> None:
+    pool = Pool(["http://a:1", "http://b:2"], eject_seconds=60)
+    pool.eject("http://a:1")
+    assert {pool.pick() for _ in range(4)} == {"http://b:2"}
+    pool.replace(["http://a:1", "http://b:2", "http://c:3"])
+    assert {pool.pick() for _ in range(6)} == {"http://b:2", "http://c:3"}
+    pool.replace(["http://c:3"])
+    pool.replace(["http://a:1", "http://c:3"])
+    # a left and came back: its old ejection went with it.
+    assert {pool.pick() for _ in range(4)} == {"http://a:1", "http://c:3"}
+    assert Pool().pick() is None

@@ -11,17 +11,19 @@ from __future__ import annotations
 import logging
 import random
 import time
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
 import aiohttp
 from prometheus_client import Counter, Histogram
 from shopkit import tracing
 from shopkit.auth import TokenVerifier, remote_jwks
-from shopkit.discovery import StaticDiscovery
+from shopkit.discovery import Discovery
 from shopkit.errors import Unauthorized
 from shopkit.health import Check, run_checks
 from shopkit.logs import accept_request_id, configure_logging, request_id_var
 from shopkit.observability import HTTP_DURATION, HTTP_IN_FLIGHT, HTTP_REQUESTS, metrics_payload
+from shopkit.registry import discovery_for
 from starlette.types import Receive, Scope, Send
 
 from shop_gateway.auth import EdgeAuth, KeysUnavailable
@@ -49,6 +51,7 @@ class _Resources:
     """What the lifespan opens and closes."""
 
     session: aiohttp.ClientSession
+    registry: AsyncExitStack
     proxy: Proxy
     auth: EdgeAuth
     openapi: OpenApiAggregator
@@ -226,7 +229,10 @@ class Gateway:
         configure_logging(settings.service_name, settings.log_level, json_lines=settings.log_json)
         tracing.start(settings.service_name)
         session = new_upstream_session(settings.upstream_connections_per_host, len(UPSTREAMS))
-        discovery = StaticDiscovery(settings.upstream_urls())
+        registry = AsyncExitStack()
+        discovery = await registry.enter_async_context(
+            discovery_for(settings, settings.upstream_urls())
+        )
         verifier = TokenVerifier(
             remote_jwks(session, discovery, timeout=settings.http_timeout_seconds),
             issuer=settings.jwt_issuer,
@@ -246,6 +252,7 @@ class Gateway:
 
         resources = _Resources(
             session=session,
+            registry=registry,
             proxy=Proxy(
                 session,
                 discovery,
@@ -269,6 +276,8 @@ class Gateway:
 
     async def shutdown(self) -> None:
         if self._resources is not None:
+            # First: with Consul, the gateway leaves the registry before it stops proxying.
+            await self._resources.registry.aclose()
             await self._resources.session.close()
             self._resources = None
         await tracing.stop()
@@ -445,7 +454,7 @@ async def _not_found(send: Send, request_id: bytes, cors: list[tuple[bytes, byte
 
 def _livez_check(
     session: aiohttp.ClientSession,
-    discovery: StaticDiscovery,
+    discovery: Discovery,
     service: str,
     timeout: aiohttp.ClientTimeout,
 ) -> Check:

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 from shopkit.deadline import BUDGET_HEADER, MIN_CALL_SECONDS, header_value
-from shopkit.discovery import Discovery
+from shopkit.discovery import Discovery, UnknownService
 from starlette.types import Message, Receive, Scope, Send
 from yarl import URL
 
@@ -184,7 +184,7 @@ class Proxy:
             return status
         except BodyTooLarge:
             return await self._too_large(send, request_id, extra_headers)
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        except (aiohttp.ClientError, TimeoutError, OSError, UnknownService) as exc:
             if upload.client_gone:
                 return 0
             if upload.too_large:

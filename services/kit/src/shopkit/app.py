@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,7 +23,7 @@ from shopkit import tracing
 from shopkit.auth import TokenVerifier, remote_jwks
 from shopkit.db import Database
 from shopkit.deadline import detached_context
-from shopkit.discovery import Discovery, StaticDiscovery
+from shopkit.discovery import Discovery
 from shopkit.errors import install_problem_handlers
 from shopkit.health import Check, metrics_router
 from shopkit.health import router as health_router
@@ -38,6 +38,7 @@ from shopkit.messaging import (
 )
 from shopkit.migrations import migrate_when_reachable
 from shopkit.observability import RequestContextMiddleware, RequestGuardMiddleware, prime_peer
+from shopkit.registry import discovery_for
 from shopkit.resilience import PeerGuard
 from shopkit.settings import ServiceSettings
 
@@ -122,7 +123,12 @@ def create_service_app(
                 db, migrations, wait_seconds=settings.startup_database_wait_seconds
             )
         http = new_client_session()
-        discovery = StaticDiscovery({"user": settings.user_url, **(peers or {})})
+        # Entered first and left first: with Consul, this instance leaves the registry before
+        # anything it needs to serve is closed.
+        registry = AsyncExitStack()
+        discovery = await registry.enter_async_context(
+            discovery_for(settings, {"user": settings.user_url, **(peers or {})})
+        )
         for peer in peers or {}:
             # Clients made on first use still show their peer (at 0, breaker closed) from now.
             prime_peer(settings.service_name, peer)
@@ -168,6 +174,7 @@ def create_service_app(
             else:
                 yield
         finally:
+            await registry.aclose()
             for task in runtime.tasks:
                 task.cancel()
             await asyncio.gather(*runtime.tasks, return_exceptions=True)

@@ -1,20 +1,51 @@
-"""Where peers live. Static addresses are the local default; Consul and Kubernetes DNS implement
-the same interface later, so clients never know which one is in use.
+"""Where peers live. Three sources behind one interface, chosen by the ``discovery`` setting, so
+a service switches between them without a code change:
 
-A service may run as several instances: a static address can list them, comma-separated. Calls
-are spread round-robin, and an instance a caller could not even connect to (stopped, restarting,
-draining after SIGTERM) is passed over for a few seconds, so new requests go to the others."""
+- ``static``: addresses from settings (the local default, ``make up``);
+- ``dns``: the host names in those addresses resolved by the service itself, again and again
+  (Kubernetes DNS: a Service's name, or every pod of a headless one);
+- ``consul``: the instances Consul's health API reports passing (:mod:`shopkit.consul`).
+
+A service may run as several instances. Calls are spread round-robin, and an instance a caller
+could not even connect to (stopped, restarting, draining after SIGTERM) is passed over for a few
+seconds, so new requests go to the others. A source that stops answering (DNS, Consul) leaves
+the last set it gave in use: a registry outage is not an outage of the shop (RELIABILITY.md R16).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import ipaddress
 import itertools
+import logging
+import random
+import socket
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from typing import Protocol
+from urllib.parse import urlsplit
+
+from prometheus_client import Counter, Gauge
+
+log = logging.getLogger("shopkit.discovery")
+
+DISCOVERY_INSTANCES = Gauge(
+    "sweetslice_discovery_instances",
+    "Instances of a peer this service currently spreads its calls over.",
+    ["service", "peer"],
+    multiprocess_mode="max",
+)
+DISCOVERY_REFRESH_FAILURES = Counter(
+    "sweetslice_discovery_refresh_failures",
+    "Refreshes of a peer's instances that failed (DNS or Consul unreachable); the last known "
+    "instances stay in use meanwhile.",
+    ["service", "peer"],
+)
 
 
 class UnknownService(LookupError):
-    pass
+    """No instance of the service is known: not configured, or none healthy yet."""
 
 
 class Discovery(Protocol):
@@ -37,33 +68,178 @@ def split_addresses(value: str) -> tuple[str, ...]:
     return tuple(part.strip().rstrip("/") for part in value.split(",") if part.strip())
 
 
-class StaticDiscovery:
-    def __init__(self, addresses: Mapping[str, str], *, eject_seconds: float = 2.0) -> None:
-        self._instances = {
-            name: urls
-            for name, value in addresses.items()
-            if value and (urls := split_addresses(value))
-        }
-        self._turns = {name: itertools.count() for name in self._instances}
+def base_url(scheme: str, host: str, port: int) -> str:
+    """``http://10.0.0.7:8101``; an IPv6 address in brackets."""
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{port}"
+
+
+class Pool:
+    """The instances of one service: taken in turn, an unreachable one passed over a while."""
+
+    def __init__(self, urls: Iterable[str] = (), *, eject_seconds: float = 2.0) -> None:
+        self.urls: tuple[str, ...] = tuple(urls)
+        self._turns = itertools.count()
         self._eject_seconds = eject_seconds
         self._ejected: dict[str, float] = {}
 
-    async def resolve(self, service: str, *, avoid: Collection[str] = ()) -> str:
-        try:
-            urls = self._instances[service]
-        except KeyError:
-            raise UnknownService(service) from None
+    def replace(self, urls: Iterable[str]) -> None:
+        self.urls = tuple(urls)
+        # An instance that left and came back starts with a clean slate.
+        self._ejected = {url: t for url, t in self._ejected.items() if url in self.urls}
+
+    def pick(self, avoid: Collection[str] = ()) -> str | None:
+        urls = self.urls
+        if not urls:
+            return None
         now = time.monotonic()
-        turn = next(self._turns[service]) % len(urls)
+        turn = next(self._turns) % len(urls)
         picks = urls[turn:] + urls[:turn]  # round-robin: each call starts one further on
         fresh = [url for url in picks if url not in avoid]
         healthy = [url for url in fresh if self._ejected.get(url, 0.0) <= now]
         # An instance that failed a while ago may be back: better than one that just failed.
         return (healthy or fresh or picks)[0]
 
+    def eject(self, url: str) -> None:
+        if url in self.urls:
+            self._ejected[url] = time.monotonic() + self._eject_seconds
+
+
+class Pools:
+    """What every source shares: a pool per service, and the interface callers use."""
+
+    def __init__(self, caller: str, *, eject_seconds: float) -> None:
+        self._caller = caller
+        self._eject_seconds = eject_seconds
+        self._pools: dict[str, Pool] = {}
+
+    def _set(self, service: str, urls: Iterable[str]) -> None:
+        pool = self._pools.get(service)
+        if pool is None:
+            pool = self._pools[service] = Pool(urls, eject_seconds=self._eject_seconds)
+        else:
+            pool.replace(urls)
+        DISCOVERY_INSTANCES.labels(self._caller, service).set(len(pool.urls))
+
+    def _refresh_failed(self, service: str) -> None:
+        DISCOVERY_REFRESH_FAILURES.labels(self._caller, service).inc()
+
+    async def resolve(self, service: str, *, avoid: Collection[str] = ()) -> str:
+        pool = self._pools.get(service)
+        url = pool.pick(avoid) if pool is not None else None
+        if url is None:
+            raise UnknownService(service)
+        return url
+
     def instance_count(self, service: str) -> int:
-        return len(self._instances.get(service, ()))
+        pool = self._pools.get(service)
+        return len(pool.urls) if pool is not None else 0
 
     def unreachable(self, service: str, url: str) -> None:
-        if url in self._instances.get(service, ()):
-            self._ejected[url] = time.monotonic() + self._eject_seconds
+        pool = self._pools.get(service)
+        if pool is not None:
+            pool.eject(url)
+
+
+class StaticDiscovery(Pools):
+    """Fixed addresses, several instances comma-separated: ``{"cart": "http://a:1,http://b:2"}``."""
+
+    def __init__(
+        self, addresses: Mapping[str, str], *, eject_seconds: float = 2.0, caller: str = ""
+    ) -> None:
+        super().__init__(caller, eject_seconds=eject_seconds)
+        for name, value in addresses.items():
+            if value and (urls := split_addresses(value)):
+                self._set(name, urls)
+
+
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+
+
+async def resolve_host(host: str, port: int) -> list[str]:
+    """Every address ``host`` has, in the order the resolver gave them, without repeats."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+class DnsDiscovery(Pools):
+    """The host names of the configured addresses, resolved here every ``refresh_seconds``.
+
+    On Kubernetes a Service's name gives its cluster IP, and a headless Service's name every
+    ready pod, which calls are then spread over. A lookup that fails keeps the last answer; a
+    name never resolved yet is used as it is, for the HTTP client to resolve."""
+
+    def __init__(
+        self,
+        addresses: Mapping[str, str],
+        *,
+        refresh_seconds: float = 5.0,
+        eject_seconds: float = 2.0,
+        caller: str = "",
+        resolver: Resolver = resolve_host,
+    ) -> None:
+        super().__init__(caller, eject_seconds=eject_seconds)
+        self._names: dict[str, tuple[str, ...]] = {}
+        for name, value in addresses.items():
+            if value and (urls := split_addresses(value)):
+                self._names[name] = urls
+                self._set(name, urls)
+        self._refresh_seconds = refresh_seconds
+        self._resolver = resolver
+        self._known: dict[tuple[str, str], list[str]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def refresh(self) -> None:
+        for service, urls in self._names.items():
+            found: list[str] = []
+            failed = False
+            for url in urls:
+                resolved = await self._lookup(url)
+                if resolved is None:
+                    failed = True
+                    resolved = self._known.get((service, url), [url])
+                else:
+                    self._known[service, url] = resolved
+                found.extend(resolved)
+            if failed:
+                self._refresh_failed(service)
+            self._set(service, dict.fromkeys(found))
+
+    async def _lookup(self, url: str) -> list[str] | None:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            pass
+        else:
+            return [url]  # an address already: nothing to look up
+        if parts.scheme == "https":
+            # The certificate names the host: the name stays in the URL.
+            return [url]
+        port = parts.port or 80
+        try:
+            hosts = await self._resolver(host, port)
+        except (OSError, UnicodeError) as exc:
+            log.warning("could not resolve %s (keeping the last answer): %s", host, exc)
+            return None
+        if not hosts:
+            return None
+        return [base_url(parts.scheme, address, port) for address in hosts]
+
+    async def _run(self) -> None:
+        while True:
+            # Jittered, so replicas started together do not query DNS in step.
+            await asyncio.sleep(self._refresh_seconds * random.uniform(0.8, 1.2))
+            await self.refresh()
+
+    async def start(self) -> None:
+        await self.refresh()
+        self._task = asyncio.create_task(self._run(), name="dns-discovery")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task

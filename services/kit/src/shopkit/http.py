@@ -22,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 
 from shopkit import deadline as deadlines
 from shopkit import tracing
-from shopkit.discovery import Discovery
+from shopkit.discovery import Discovery, UnknownService
 from shopkit.errors import ServiceUnavailable
 from shopkit.logs import request_id_var
 from shopkit.observability import BREAKER_STATE, PEER_CALLS, PEER_DURATION
@@ -201,7 +201,10 @@ class ServiceClient:
         timeout: float | None,
         bound: deadlines.Deadline | None = None,
     ) -> PeerResponse:
-        base = await self._discovery.resolve(self.peer)
+        try:
+            base = await self._discovery.resolve(self.peer)
+        except UnknownService as exc:
+            raise PeerUnavailable(self.peer, "no instance known") from exc
         sent_headers = {INTERNAL_TOKEN_HEADER: self._internal_token}
         request_id = request_id_var.get()
         if request_id:

@@ -85,6 +85,7 @@ PEERS: dict[str, tuple[str, ...]] = {
     "notification": (),
 }
 READY_TIMEOUT_SECONDS = 60.0
+DISCOVERY_SOURCES = ("static", "dns", "consul")
 
 
 @dataclass
@@ -105,8 +106,15 @@ class PlatformConfig:
     # Instances per service (default 1). Extra ones are named "<service>-2", "<service>-3"...,
     # share the service's database, and are listed with it in every caller's peer address.
     replicas: dict[str, int] = field(default_factory=dict)
+    # Where services find one another (shopkit.discovery): "static" gives each the addresses
+    # above; "dns" has them resolve those host names; "consul" has every instance register with
+    # the Consul agent at consul_http_addr and find its peers there.
+    discovery: str = "static"
+    consul_http_addr: str = "http://127.0.0.1:8500"
 
     def __post_init__(self) -> None:
+        if self.discovery not in DISCOVERY_SOURCES:
+            raise ValueError(f"discovery: one of {DISCOVERY_SOURCES}, got {self.discovery!r}")
         unknown = set(self.replicas) - set(SERVICES)
         if unknown or any(n < 1 for n in self.replicas.values()):
             raise ValueError(f"replicas: one or more instances of {SERVICES}, got {self.replicas}")
@@ -158,6 +166,10 @@ class PlatformConfig:
         }
         for peer in PEERS[service]:
             settings[f"{peer.upper()}_URL"] = self.peer_url(service, peer)
+        settings["DISCOVERY"] = self.discovery
+        if self.discovery == "consul":
+            settings["CONSUL_HTTP_ADDR"] = self.consul_http_addr
+            settings["ADVERTISE_ADDRESS"] = self.host
         if self.database_url_template and service != "gateway":
             settings["DATABASE_URL"] = self.database_url_template.format(service=service)
         env = {prefix + key: value for key, value in settings.items()}
@@ -290,7 +302,35 @@ class Platform:
         if extra:
             await asyncio.gather(*(self.children[n].start() for n in extra))
             await self.wait_ready(READY_TIMEOUT_SECONDS, tuple(extra))
+        if self.config.discovery == "consul":
+            await self.wait_registered(READY_TIMEOUT_SECONDS)
         return time.monotonic() - started
+
+    async def passing_in_consul(self, service: str) -> int:
+        """How many instances of ``service`` Consul reports passing (-1: Consul unreachable)."""
+        assert self._http is not None
+        url = f"{self.config.consul_http_addr}/v1/health/service/{service}"
+        try:
+            async with self._http.get(url, params={"passing": "1"}) as resp:
+                entries = await resp.json() if resp.status == 200 else None
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            return -1
+        return len(entries) if isinstance(entries, list) else -1
+
+    async def wait_registered(self, timeout: float) -> None:
+        """Ready is not yet findable: wait until Consul has seen every instance pass its check."""
+        deadline = time.monotonic() + timeout
+        pending = {s: len(self.config.instances(s)) for s in (*SERVICES, "gateway")}
+        while pending:
+            for service, count in list(pending.items()):
+                if await self.passing_in_consul(service) >= count:
+                    del pending[service]
+            if pending and time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"not passing in consul after {timeout:.0f}s: {', '.join(sorted(pending))}"
+                )
+            if pending:
+                await asyncio.sleep(0.1)
 
     async def is_ready(self, name: str) -> bool:
         if name == "nats":
@@ -391,6 +431,17 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="SERVICE=N",
         help="run N instances of a service (repeatable), e.g. --replicas product=2",
     )
+    parser.add_argument(
+        "--discovery",
+        choices=DISCOVERY_SOURCES,
+        default=os.environ.get("SWEETSLICE_DISCOVERY", "static"),
+        help="how services find one another (consul: a Consul agent at --consul-addr)",
+    )
+    parser.add_argument(
+        "--consul-addr",
+        default=os.environ.get("CONSUL_HTTP_ADDR", "http://127.0.0.1:8500"),
+        help="the Consul agent's HTTP address, with --discovery consul",
+    )
     return parser.parse_args(argv)
 
 
@@ -400,7 +451,13 @@ async def _run(args: argparse.Namespace) -> int:
     admin_email = os.environ.get("SWEETSLICE_ADMIN_EMAIL")
     admin_password = os.environ.get("SWEETSLICE_ADMIN_PASSWORD")
     admin = (admin_email, admin_password) if admin_email and admin_password else None
-    config = PlatformConfig(data_dir=args.data_dir, admin=admin, replicas=dict(args.replicas))
+    config = PlatformConfig(
+        data_dir=args.data_dir,
+        admin=admin,
+        replicas=dict(args.replicas),
+        discovery=args.discovery,
+        consul_http_addr=args.consul_addr,
+    )
     config.ports["gateway"] = args.port
     config.extra_env = caller_settings(config, os.environ)
     platform = Platform(config)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import uvicorn
 
+from shopkit.consul import deregister_command
 from shopkit.logs import configure_logging
 from shopkit.migrations import migrate_command
 from shopkit.settings import ServiceSettings
@@ -24,8 +25,9 @@ def main(
     migrations: Path | None = None,
     argv: Sequence[str] | None = None,
 ) -> None:
-    """A service's command line: serve (the default), or ``migrate`` its database to head and
-    exit, which the charts run as a Job before an upgrade rolls the pods."""
+    """A service's command line: serve (the default); ``migrate`` its database to head and exit,
+    which the charts run as a Job before an upgrade rolls the pods; or ``deregister`` this
+    instance from Consul, which the charts run as the preStop hook."""
     parser = argparse.ArgumentParser(prog=f"python -m shop_{settings.service_name}.main")
     commands = parser.add_subparsers(dest="command")
     commands.add_parser("serve", help="serve HTTP (the default)")
@@ -37,7 +39,21 @@ def main(
             default=300.0,
             help="keep retrying while the database is unreachable, up to this long",
         )
+    deregister = commands.add_parser(
+        "deregister",
+        help="leave the service registry (with discovery=consul), then wait: a preStop hook",
+    )
+    deregister.add_argument(
+        "--drain-seconds",
+        type=float,
+        default=0.0,
+        help="keep the server running this long after leaving, before SIGTERM arrives",
+    )
     args = parser.parse_args(argv)
+    if args.command == "deregister":
+        configure_logging(settings.service_name, settings.log_level, json_lines=settings.log_json)
+        asyncio.run(deregister_command(settings, args.drain_seconds))
+        return
     if args.command == "migrate" and migrations is not None:
         configure_logging(settings.service_name, settings.log_level, json_lines=settings.log_json)
         asyncio.run(migrate_command(settings, migrations, wait_seconds=args.wait_seconds))

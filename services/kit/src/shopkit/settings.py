@@ -55,6 +55,24 @@ class ServiceSettings(BaseSettings):
     # (R17) says a service's clock may be off, so a fast or slow clock is not a logout.
     jwt_leeway_seconds: int = Field(default=360, ge=0, le=600)
     http_timeout_seconds: float = Field(default=5.0, gt=0)
+    # Where peers are found (shopkit.discovery): the <PEER>_URL addresses as they are (static),
+    # their host names resolved again and again (dns: Kubernetes DNS), or Consul's passing
+    # instances, this one registering itself there (consul).
+    discovery: Literal["static", "dns", "consul"] = "static"
+    dns_refresh_seconds: float = Field(default=5.0, gt=0, le=3600)
+    consul_http_addr: str = "http://127.0.0.1:8500"
+    consul_token: SecretStr = SecretStr("")
+    # How long Consul may hold a blocking query open when nothing changes.
+    consul_wait_seconds: float = Field(default=30.0, gt=0, le=600)
+    consul_check_interval_seconds: float = Field(default=10.0, gt=0, le=3600)
+    consul_check_timeout_seconds: float = Field(default=2.0, gt=0, le=600)
+    # An instance critical this long leaves the registry by itself (Consul's minimum is 1 m).
+    consul_deregister_after_seconds: float = Field(default=60.0, gt=0, le=86400)
+    # Registered in Consul as this instance's address: the pod IP on Kubernetes. Empty: the
+    # listening host, or, listening on every address, what the host name resolves to.
+    advertise_address: str = ""
+    # Empty: <service>-<host name>-<port>, unique per pod and per local replica.
+    instance_id: str = ""
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     # Breakers, bulkheads and retries for calls to peers, e.g. <PREFIX>RESILIENCE__RETRIES=1.
     resilience: ResiliencePolicy = ResiliencePolicy()
