@@ -147,6 +147,12 @@ deploy: ## build the images, load them into kind, install everything, smoke-test
 kind-down: ## delete the kind cluster
 	kind delete cluster --name $(KIND_CLUSTER)
 
+# After `skaffold run -p consul`: the UI Service of HashiCorp's chart (release `consul`,
+# global.name consul in k8s/addons/consul.yaml) answers on port 80 in front of the server's 8500.
+.PHONY: consul-ui
+consul-ui: ## forward the Consul UI to http://127.0.0.1:8500 (after `skaffold run -p consul`)
+	kubectl --context kind-$(KIND_CLUSTER) -n consul port-forward service/consul-ui 8500:80 --address 127.0.0.1
+
 # Rollouts (README, Rollouts), once the shop runs on kind: builds the order service from this
 # checkout as sweetslice-order:next, installs the ServiceRollout CRD and the operator when their
 # releases are missing (`helm upgrade` updates them), then applies the sample canary. The

@@ -176,11 +176,25 @@ global:
     port: 4318
     egressTo: []
   consul:
+    # On: the service registers in Consul and finds its peers there (DISCOVERY=consul); off:
+    # it re-resolves its peers' Service names in Kubernetes DNS (DISCOVERY=dns).
     enabled: false
     address: "http://{{{{ .Release.Name }}}}-consul-server:8500"
     port: 8500
-    # Consul's pods (NetworkPolicy `to` entries); required when enabled.
+    # Consul's pods (NetworkPolicy `to` entries, and `from` for Consul's checks of the
+    # service's /readyz); required when enabled.
     egressTo: []
+    # A Secret of yours holding an ACL token (a file in the pod, never an environment
+    # variable); empty: no token (Consul without ACLs).
+    token:
+      existingSecret: ""
+      key: token
+    checkIntervalSeconds: 10
+    checkTimeoutSeconds: 2
+    # Consul drops an instance whose check stays critical this long (its minimum is 60).
+    deregisterAfterSeconds: 60
+    # How long one blocking query for a peer's instances waits for a change.
+    waitSeconds: 30
   monitoring:
     # Renders a ServiceMonitor (needs the Prometheus Operator's CRDs).
     enabled: false
@@ -314,7 +328,21 @@ def global_schema() -> dict[str, Any]:
                 {"enabled": BOOL, "endpoint": STRING, "port": PORT, "egressTo": ANY_LIST}
             ),
             "consul": _object(
-                {"enabled": BOOL, "address": STRING, "port": PORT, "egressTo": ANY_LIST}
+                {
+                    "enabled": BOOL,
+                    "address": {"type": "string", "pattern": "^https?://"},
+                    "port": PORT,
+                    "egressTo": ANY_LIST,
+                    "token": _object(
+                        {"existingSecret": STRING, "key": {"type": "string", "minLength": 1}}
+                    ),
+                    "checkIntervalSeconds": {"type": "integer", "minimum": 1, "maximum": 300},
+                    "checkTimeoutSeconds": {"type": "integer", "minimum": 1, "maximum": 300},
+                    # Consul raises anything lower to its one-minute minimum.
+                    "deregisterAfterSeconds": {"type": "integer", "minimum": 60},
+                    # Consul caps a blocking query's wait at ten minutes.
+                    "waitSeconds": {"type": "integer", "minimum": 1, "maximum": 600},
+                }
             ),
             "monitoring": _object(
                 {

@@ -51,7 +51,7 @@ from tests.deploy.manifests import (
 )
 
 SCENARIOS = sorted(scenario_values())
-REQUIRED_SCENARIOS = {"default", "kind", "observability", "external-deps", "development"}
+REQUIRED_SCENARIOS = {"default", "kind", "observability", "external-deps", "development", "consul"}
 ALONE_CHARTS = (*SERVICES, "postgresql", "nats")
 
 
@@ -80,7 +80,7 @@ spec:
           image: busybox
           securityContext: {privileged: true, allowPrivilegeEscalation: true, runAsUser: 0}
 """
-CHECKOV_SCENARIOS = ("default", "kind")
+CHECKOV_SCENARIOS = ("default", "kind", "consul")
 
 
 @pytest.fixture(scope="session")
@@ -316,9 +316,10 @@ CALLS = {
 BROKER_CLIENTS = ("order", "payment", "notification")
 
 # What the release's pods meet besides each other: cluster DNS, an ingress controller,
-# Prometheus, a Collector, and pods and addresses that must be refused - a stranger in the
-# namespace, another release's order pods, a pod with our labels in another namespace, the
-# internet - and the external database and broker of the external-deps scenario.
+# Prometheus, a Collector, Consul's server pods, and pods and addresses that must be refused - a
+# stranger in the namespace, another release's order pods, a pod with our labels in another
+# namespace, Consul's other pods, the internet - and the external database and broker of the
+# external-deps scenario.
 PROBES = (
     Endpoint("kube-dns", "kube-system", {"k8s-app": "kube-dns"}, "10.96.0.10"),
     Endpoint(
@@ -344,6 +345,8 @@ PROBES = (
         {"app.kubernetes.io/name": "order", "app.kubernetes.io/instance": RELEASE},
         "10.244.9.6",
     ),
+    Endpoint("consul-server", "consul", {"app": "consul", "component": "server"}, "10.244.9.7"),
+    Endpoint("consul-injector", "consul", {"app": "consul", "component": "connect"}, "10.244.9.8"),
     Endpoint("internet", None, {}, "203.0.113.10"),
     Endpoint("external-postgresql", None, {}, "192.0.2.10"),
     Endpoint("external-nats", None, {}, "192.0.2.20"),
@@ -357,6 +360,7 @@ def declared_edges(
     public_entry: str | None = None,
     scraper: str | None = None,
     collector: str | None = None,
+    consul: str | None = None,
 ) -> set[Edge]:
     """The call graph of the design as (from, to, port, protocol)."""
     edges: set[Edge] = set()
@@ -376,6 +380,10 @@ def declared_edges(
         edges |= {(scraper, service, PORTS[service], "TCP") for service in SERVICES}
     if collector:
         edges |= {(service, collector, 4318, "TCP") for service in SERVICES}
+    if consul:
+        # The services call Consul's HTTP API; its server agent runs their HTTP checks.
+        edges |= {(service, consul, 8500, "TCP") for service in SERVICES}
+        edges |= {(consul, service, PORTS[service], "TCP") for service in SERVICES}
     return edges
 
 
@@ -388,6 +396,7 @@ DECLARED = {
         public_entry="ingress-nginx", scraper="prometheus", collector="otel-collector"
     ),
     "external-deps": declared_edges(database="external-postgresql", broker="external-nats"),
+    "consul": declared_edges(consul="consul-server"),
 }
 
 

@@ -21,9 +21,22 @@ upgrade applies the new ConfigMap, so it must not read the old one.
 OTEL_EXPORTER_OTLP_ENDPOINT: {{ tpl .Values.global.tracing.endpoint $ | quote }}
 OTEL_SERVICE_NAME: {{ .Values.serviceName | quote }}
 {{- end }}
-{{- if .Values.global.consul.enabled }}
+{{- with .Values.global.consul }}
+{{- if .enabled }}
+{{- if ge (int .checkTimeoutSeconds) (int .checkIntervalSeconds) }}
+{{- fail "global.consul.checkTimeoutSeconds must be below checkIntervalSeconds (a check that may run longer than its interval overlaps the next one)" }}
+{{- end }}
 {{ $prefix }}DISCOVERY: "consul"
-{{ $prefix }}CONSUL_HTTP_ADDR: {{ tpl .Values.global.consul.address $ | quote }}
+{{ $prefix }}CONSUL_HTTP_ADDR: {{ tpl .address $ | quote }}
+{{ $prefix }}CONSUL_CHECK_INTERVAL_SECONDS: {{ .checkIntervalSeconds | quote }}
+{{ $prefix }}CONSUL_CHECK_TIMEOUT_SECONDS: {{ .checkTimeoutSeconds | quote }}
+{{ $prefix }}CONSUL_DEREGISTER_AFTER_SECONDS: {{ .deregisterAfterSeconds | quote }}
+{{ $prefix }}CONSUL_WAIT_SECONDS: {{ .waitSeconds | quote }}
+{{- else }}
+{{- /* Kubernetes DNS: each *_URL host is re-resolved by the service, so a Service whose
+addresses change is followed without a restart. */}}
+{{ $prefix }}DISCOVERY: "dns"
+{{- end }}
 {{- end }}
 {{- if include "sweetslice.hasSecrets" . }}
 SWEETSLICE_SECRETS_DIR: {{ include "sweetslice.secretsDir" . | quote }}
@@ -43,36 +56,50 @@ SWEETSLICE_SECRETS_DIR: {{ include "sweetslice.secretsDir" . | quote }}
 
 {{/*
 Secret settings reach the service as files, one per setting, named like its environment
-variable (shopkit reads SWEETSLICE_SECRETS_DIR): a projected volume of the service's Secret and
-the token every service shares. Never environment variables, which child processes inherit and
-/proc/<pid>/environ shows.
+variable (shopkit reads SWEETSLICE_SECRETS_DIR): a projected volume of the service's Secret,
+the token every service shares and, with Consul, its ACL token. Never environment variables,
+which child processes inherit and /proc/<pid>/environ shows.
 */}}
 {{- define "sweetslice.secretsDir" -}}/run/secrets/sweetslice{{- end -}}
 
-{{- define "sweetslice.hasSecrets" -}}
-{{- if or .Values.database.enabled .Values.signingKey.enabled .Values.secretConfig (ne .Values.serviceName "gateway") -}}true{{- end -}}
+{{/* The Consul ACL token's Secret, when Consul is on and one is named ("" otherwise). */}}
+{{- define "sweetslice.consulTokenSecret" -}}
+{{- if .Values.global.consul.enabled -}}
+{{- tpl .Values.global.consul.token.existingSecret . -}}
+{{- end -}}
 {{- end -}}
 
-{{- define "sweetslice.secretVolume" -}}
-{{- if include "sweetslice.hasSecrets" . -}}
-{{- $prefix := include "sweetslice.envPrefix" . -}}
-{{- $secret := include "sweetslice.fullname" . -}}
-{{- $own := list -}}
-{{- if and .Values.signingKey.enabled (not .Values.signingKey.existingSecret) -}}
-{{- $own = append $own (dict "key" .Values.signingKey.key "path" (printf "%sSIGNING_KEY" $prefix)) -}}
+{{- define "sweetslice.hasSecrets" -}}
+{{- if or .Values.database.enabled .Values.signingKey.enabled .Values.secretConfig (ne .Values.serviceName "gateway") (include "sweetslice.consulTokenSecret" .) -}}true{{- end -}}
 {{- end -}}
-{{- range $key, $_ := .Values.secretConfig -}}
+
+{{/*
+Arguments: root, and consul - whether the pod gets the Consul token: the serving pods register
+with it; the migration Job never talks to Consul, so it is not handed the token.
+*/}}
+{{- define "sweetslice.secretVolume" -}}
+{{- $root := .root -}}
+{{- if include "sweetslice.hasSecrets" $root -}}
+{{- $values := $root.Values -}}
+{{- $prefix := include "sweetslice.envPrefix" $root -}}
+{{- $secret := include "sweetslice.fullname" $root -}}
+{{- $consulToken := and .consul (include "sweetslice.consulTokenSecret" $root) -}}
+{{- $own := list -}}
+{{- if and $values.signingKey.enabled (not $values.signingKey.existingSecret) -}}
+{{- $own = append $own (dict "key" $values.signingKey.key "path" (printf "%sSIGNING_KEY" $prefix)) -}}
+{{- end -}}
+{{- range $key, $_ := $values.secretConfig -}}
 {{- $own = append $own (dict "key" ($key | upper) "path" (printf "%s%s" $prefix ($key | upper))) -}}
 {{- end -}}
 - name: secrets
   projected:
     defaultMode: 0440
     sources:
-      {{- if .Values.database.enabled }}
+      {{- if $values.database.enabled }}
       - secret:
-          name: {{ tpl .Values.database.existingSecret . | default $secret }}
+          name: {{ tpl $values.database.existingSecret $root | default $secret }}
           items:
-            - key: {{ .Values.database.urlKey }}
+            - key: {{ $values.database.urlKey }}
               path: {{ $prefix }}DATABASE_URL
       {{- end }}
       {{- if $own }}
@@ -84,19 +111,26 @@ the token every service shares. Never environment variables, which child process
               path: {{ .path }}
             {{- end }}
       {{- end }}
-      {{- if and .Values.signingKey.enabled .Values.signingKey.existingSecret }}
+      {{- if and $values.signingKey.enabled $values.signingKey.existingSecret }}
       - secret:
-          name: {{ tpl .Values.signingKey.existingSecret . }}
+          name: {{ tpl $values.signingKey.existingSecret $root }}
           items:
-            - key: {{ .Values.signingKey.key }}
+            - key: {{ $values.signingKey.key }}
               path: {{ $prefix }}SIGNING_KEY
       {{- end }}
-      {{- if ne .Values.serviceName "gateway" }}
+      {{- if ne $values.serviceName "gateway" }}
       - secret:
-          name: {{ required "global.internalToken.existingSecret names the Secret holding the token every service shares" (tpl .Values.global.internalToken.existingSecret .) }}
+          name: {{ required "global.internalToken.existingSecret names the Secret holding the token every service shares" (tpl $values.global.internalToken.existingSecret $root) }}
           items:
-            - key: {{ .Values.global.internalToken.key }}
+            - key: {{ $values.global.internalToken.key }}
               path: {{ $prefix }}INTERNAL_TOKEN
+      {{- end }}
+      {{- if $consulToken }}
+      - secret:
+          name: {{ $consulToken }}
+          items:
+            - key: {{ $values.global.consul.token.key }}
+              path: {{ $prefix }}CONSUL_TOKEN
       {{- end }}
 {{- end }}
 {{- end -}}

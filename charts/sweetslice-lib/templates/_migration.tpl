@@ -61,6 +61,6 @@ spec:
             {{- include "sweetslice.secretMount" . | nindent 12 }}
       volumes:
         {{- include "sweetslice.tmpVolume" . | nindent 8 }}
-        {{- include "sweetslice.secretVolume" . | nindent 8 }}
+        {{- include "sweetslice.secretVolume" (dict "root" . "consul" false) | nindent 8 }}
 {{- end }}
 {{- end -}}

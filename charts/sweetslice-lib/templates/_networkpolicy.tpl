@@ -1,7 +1,8 @@
 {{/*
-Each service's pods may receive only from the services that call it and send only to the ones
-it calls, its database, the broker (if it uses one) and DNS. Everything else is refused by the
-umbrella's default-deny policy. The graph is declared in values (calls / calledBy).
+Each service's pods may receive only from the services that call it (and, with Consul, from
+Consul's checks) and send only to the ones it calls, its database, the broker (if it uses one),
+Consul (when on) and DNS. Everything else is refused by the umbrella's default-deny policy.
+The graph is declared in values (calls / calledBy).
 */}}
 {{- define "sweetslice.dnsEgress" -}}
 - to:
@@ -37,6 +38,9 @@ umbrella's default-deny policy. The graph is declared in values (calls / calledB
 
 {{- define "sweetslice.networkpolicy" -}}
 {{- if .Values.global.networkPolicy.enabled }}
+{{- if and .Values.global.consul.enabled (not .Values.global.consul.egressTo) }}
+{{- fail "global.consul.egressTo must name Consul's pods (an empty `to` would open the port to every destination)" }}
+{{- end }}
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
 metadata:
@@ -65,6 +69,14 @@ spec:
         {{- toYaml . | nindent 8 }}
       ports:
         - port: {{ $.Values.port }}
+          protocol: TCP
+    {{- end }}
+    {{- if .Values.global.consul.enabled }}
+    # Consul's agent runs each registered instance's HTTP check (/readyz) against the pod.
+    - from:
+        {{- toYaml .Values.global.consul.egressTo | nindent 8 }}
+      ports:
+        - port: {{ .Values.port }}
           protocol: TCP
     {{- end }}
     {{- if .Values.global.monitoring.enabled }}
@@ -113,9 +125,6 @@ spec:
           protocol: TCP
     {{- end }}
     {{- if .Values.global.consul.enabled }}
-    {{- if not .Values.global.consul.egressTo }}
-    {{- fail "global.consul.egressTo must name Consul's pods (an empty `to` would open the port to every destination)" }}
-    {{- end }}
     - to:
         {{- toYaml .Values.global.consul.egressTo | nindent 8 }}
       ports:

@@ -47,7 +47,7 @@ spec:
         # what values set, not the rendered Secret: generated passwords are random in each
         # render until stored, and kept unchanged from then on.
         checksum/config: {{ include "sweetslice.configmap" . | sha256sum }}
-        checksum/secret: {{ list .Values.secretConfig .Values.database .Values.signingKey .Values.global.internalToken | toJson | sha256sum }}
+        checksum/secret: {{ list .Values.secretConfig .Values.database .Values.signingKey .Values.global.internalToken (and .Values.global.consul.enabled .Values.global.consul.token) | toJson | sha256sum }}
         {{- with .Values.podAnnotations }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
@@ -95,6 +95,14 @@ spec:
           envFrom:
             - configMapRef:
                 name: {{ include "sweetslice.fullname" . }}
+          {{- if .Values.global.consul.enabled }}
+          env:
+            # The address registered in Consul: the pod's own, which only the pod knows.
+            - name: {{ include "sweetslice.envPrefix" . }}ADVERTISE_ADDRESS
+              valueFrom:
+                fieldRef:
+                  fieldPath: status.podIP
+          {{- end }}
           startupProbe:
             httpGet:
               path: /livez
@@ -117,10 +125,23 @@ spec:
             failureThreshold: 2
           lifecycle:
             preStop:
+              {{- if .Values.global.consul.enabled }}
+              # Leave Consul first, so callers stop picking this instance, and keep serving
+              # while their watches catch up and what is in flight finishes; SIGTERM follows.
+              exec:
+                command:
+                  - python
+                  - -m
+                  - shop_{{ .Values.serviceName }}.main
+                  - deregister
+                  - --drain-seconds
+                  - {{ .Values.preStopSleepSeconds | quote }}
+              {{- else }}
               # Endpoints are removed asynchronously: keep serving a moment after the pod is
               # marked terminating, then SIGTERM drains what is in flight.
               sleep:
                 seconds: {{ .Values.preStopSleepSeconds }}
+              {{- end }}
           resources:
             {{- toYaml .Values.resources | nindent 12 }}
           securityContext:
@@ -131,7 +152,7 @@ spec:
             {{- include "sweetslice.secretMount" . | nindent 12 }}
       volumes:
         {{- include "sweetslice.tmpVolume" . | nindent 8 }}
-        {{- include "sweetslice.secretVolume" . | nindent 8 }}
+        {{- include "sweetslice.secretVolume" (dict "root" . "consul" true) | nindent 8 }}
 {{- end -}}
 
 {{- define "sweetslice.svc" -}}
