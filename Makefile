@@ -10,7 +10,8 @@ PY := $(VENV)/bin/python
 PORT ?= 8080
 DATA_DIR ?= .run
 REPLICAS ?=
-LAUNCH := $(PY) -m shopkit.launcher --port $(PORT) --data-dir $(DATA_DIR) $(foreach r,$(REPLICAS),--replicas $(r))
+DISCOVERY ?= static
+LAUNCH := $(PY) -m shopkit.launcher --port $(PORT) --data-dir $(DATA_DIR) --discovery $(DISCOVERY) $(foreach r,$(REPLICAS),--replicas $(r))
 PYTEST_ARGS ?=
 export UV_PYTHON_DOWNLOADS := never
 
@@ -56,8 +57,10 @@ test-unit: install ## per-service tests and the operator's reconcile tests
 	@# and a module named operator.tests.* would hide the standard library's `operator`.
 	$(VENV)/bin/pytest --rootdir=operator -c pyproject.toml operator/tests $(PYTEST_ARGS)
 
-test-e2e: install ## cross-service tests on the real processes, on SQLite and on PostgreSQL
-	$(VENV)/bin/pytest tests/e2e $(PYTEST_ARGS)
+# The FAKE Consul (tests/fakes/CONSUL.md) is tested first, then the kit's Consul client against
+# it, then the platform three times: SQLite, PostgreSQL, and SQLite with Consul discovery.
+test-e2e: install ## cross-service tests on the real processes: SQLite, PostgreSQL, Consul discovery
+	$(VENV)/bin/pytest tests/fakes tests/discovery tests/e2e $(PYTEST_ARGS)
 
 test-faults: install ## faults injected into the running platform (Toxiproxy, kill -9, SIGSTOP)
 	$(VENV)/bin/pytest tests/faults $(PYTEST_ARGS)

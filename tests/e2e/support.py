@@ -31,6 +31,31 @@ ADMIN = ("admin@sweetslice.test", "admin-password-123")
 BREAKER_COOLDOWN_SECONDS = 1.5  # the order service's breaker open period in this suite, plus room
 
 
+def consul_discovery_env(
+    *, check_interval: float = 0.5, deregister_after: float = 4.0, wait: float = 5.0
+) -> dict[str, dict[str, str]]:
+    """PlatformConfig.extra_env for Consul discovery in tests: checks, reaping and blocking
+    queries fast enough to be seen within seconds (the defaults are 10 s, 60 s and 30 s)."""
+    return {
+        service: {
+            f"SWEETSLICE_{service.upper()}_CONSUL_CHECK_INTERVAL_SECONDS": str(check_interval),
+            f"SWEETSLICE_{service.upper()}_CONSUL_CHECK_TIMEOUT_SECONDS": "1",
+            f"SWEETSLICE_{service.upper()}_CONSUL_DEREGISTER_AFTER_SECONDS": str(deregister_after),
+            f"SWEETSLICE_{service.upper()}_CONSUL_WAIT_SECONDS": str(wait),
+        }
+        for service in (*SERVICES, "gateway")
+    }
+
+
+def merged_env(*envs: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+    """Several PlatformConfig.extra_env mappings as one; later ones win."""
+    merged: dict[str, dict[str, str]] = {}
+    for env in envs:
+        for service, values in env.items():
+            merged.setdefault(service, {}).update(values)
+    return merged
+
+
 def _tail(path: Path, lines: int = 30) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])

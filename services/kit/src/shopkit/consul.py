@@ -285,6 +285,9 @@ class ConsulDiscovery(Pools):
                         self.instance_count(service),
                         type(exc).__name__,
                     )
+                # The agent that answers next may be another, or restarted with its index small
+                # again: ask without blocking first.
+                index = 0
                 await asyncio.sleep(_backoff(failures))
                 continue
             if failures:

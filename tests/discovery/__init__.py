@@ -1,0 +1,1 @@
+"""The kit's Consul client (shopkit.consul) against the FAKE Consul of tests/fakes."""
