@@ -11,6 +11,7 @@ server pods run the services' HTTP checks.
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 from collections.abc import Sequence
@@ -19,6 +20,8 @@ from typing import Any
 
 import pytest
 import yaml  # type: ignore[import-untyped]  # no stubs in the lock
+from shopkit.launcher import DEFAULT_PORTS
+from shopkit.settings import ServiceSettings
 
 from tests.deploy.charts_support import (
     DATABASE_SERVICES,
@@ -46,21 +49,17 @@ CONSUL_SCENARIO = ROOT / "charts" / "sweetslice" / "ci" / "consul.yaml"
 KIND_VALUES = ROOT / "k8s" / "values-kind.yaml"
 CONSUL_OVERLAY = ROOT / "k8s" / "values-consul.yaml"
 CONSUL_ADDON = ROOT / "k8s" / "addons" / "consul.yaml"
-PORTS = {
-    "user": 8101,
-    "product": 8102,
-    "cart": 8103,
-    "order": 8104,
-    "payment": 8105,
-    "notification": 8106,
-    "gateway": 8080,
-}
+# The charts listen where `make up` does.
+PORTS = DEFAULT_PORTS
 # The service side's defaults (shopkit's settings); the charts' defaults must say the same.
 CONTRACT_DEFAULTS = {
-    "CONSUL_CHECK_INTERVAL_SECONDS": "10",
-    "CONSUL_CHECK_TIMEOUT_SECONDS": "2",
-    "CONSUL_DEREGISTER_AFTER_SECONDS": "60",
-    "CONSUL_WAIT_SECONDS": "30",
+    name.upper(): f"{ServiceSettings.model_fields[name].default:g}"
+    for name in (
+        "consul_check_interval_seconds",
+        "consul_check_timeout_seconds",
+        "consul_deregister_after_seconds",
+        "consul_wait_seconds",
+    )
 }
 # Consul's server pods as HashiCorp's chart labels them, and another pod of its namespace.
 CONSUL_SERVER = Endpoint("consul-server", "consul", {"app": "consul", "component": "server"})
@@ -517,3 +516,30 @@ def test_the_api_server_admits_the_consul_platform(cluster: Cluster, charts: Cha
         # What the API server kept, after defaulting, is what the chart said.
         assert container["lifecycle"]["preStop"] == _deregister(service, 5)
         assert container["env"][0]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_every_setting_a_chart_gives_is_one_the_service_reads(
+    consul_on: list[Manifest], service: str
+) -> None:
+    """Settings ignore variables they do not know, so a misspelt name in a chart would be
+    dropped without a word: every variable of the service's prefix, from its ConfigMap, its
+    env entries and its secret files, must name a field of its settings class."""
+    module = importlib.import_module(f"shop_{service}.settings")
+    (cls,) = [
+        c
+        for c in vars(module).values()
+        if isinstance(c, type) and issubclass(c, ServiceSettings) and c is not ServiceSettings
+    ]
+    prefix = _prefix(service)
+    workload = _deployment(consul_on, service)
+    names = [
+        *_settings(consul_on, service),
+        *(entry["name"] for entry in _container(workload).get("env", [])),
+        *_secret_files(workload),
+    ]
+    ours = [name.removeprefix(prefix) for name in names if name.startswith(prefix)]
+    assert ours, names
+    # FIELD or FIELD__NESTED (resilience, say).
+    unknown = [n for n in ours if n.lower().split("__")[0] not in cls.model_fields]
+    assert not unknown, f"{cls.__name__} has no field for {unknown}"

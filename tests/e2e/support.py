@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import glob
+import inspect
 import os
 import shutil
 import subprocess
@@ -12,7 +13,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from email import message_from_bytes
 from email.message import Message
@@ -29,6 +30,23 @@ T = TypeVar("T")
 INTERNAL_TOKEN = "sweetslice-dev-internal-token"  # the development default every service shares
 ADMIN = ("admin@sweetslice.test", "admin-password-123")
 BREAKER_COOLDOWN_SECONDS = 1.5  # the order service's breaker open period in this suite, plus room
+
+
+async def eventually(
+    predicate: Callable[[], bool | Awaitable[bool]], *, within: float, what: str
+) -> float:
+    """Seconds until ``predicate()`` (awaited if it is a coroutine) is true; fails the test
+    naming ``what`` if that takes longer than ``within``."""
+    started = time.monotonic()
+    while True:
+        result = predicate()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return time.monotonic() - started
+        if time.monotonic() - started > within:
+            pytest.fail(f"{what}: not within {within:g}s")
+        await asyncio.sleep(0.05)
 
 
 def consul_discovery_env(

@@ -174,7 +174,7 @@ async def test_dns_spreads_calls_over_every_address_of_a_name_and_keeps_the_last
     # DNS down: the last answer stays in use (RELIABILITY.md R16), and the failure is counted.
     resolver.table["cart.shop.svc"] = None
     failures = REGISTRY.get_sample_value(
-        "sweetslice_discovery_refresh_failures_total", {"service": "t", "peer": "cart"}
+        "shop_discovery_refresh_failures_total", {"service": "t", "peer": "cart"}
     )
     await dns.refresh()
     assert {await dns.resolve("cart") for _ in range(4)} == {
@@ -183,15 +183,12 @@ async def test_dns_spreads_calls_over_every_address_of_a_name_and_keeps_the_last
     }
     assert (
         REGISTRY.get_sample_value(
-            "sweetslice_discovery_refresh_failures_total", {"service": "t", "peer": "cart"}
+            "shop_discovery_refresh_failures_total", {"service": "t", "peer": "cart"}
         )
         == (failures or 0) + 1
     )
     assert (
-        REGISTRY.get_sample_value(
-            "sweetslice_discovery_instances", {"service": "t", "peer": "cart"}
-        )
-        == 2
+        REGISTRY.get_sample_value("shop_discovery_instances", {"service": "t", "peer": "cart"}) == 2
     )
 
 

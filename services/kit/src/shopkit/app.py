@@ -19,7 +19,7 @@ import aiohttp
 from fastapi import APIRouter, FastAPI
 from sqlalchemy import Table
 
-from shopkit import tracing
+from shopkit import VERSION, tracing
 from shopkit.auth import TokenVerifier, remote_jwks
 from shopkit.db import Database
 from shopkit.deadline import detached_context
@@ -188,7 +188,7 @@ def create_service_app(
     app = FastAPI(
         title=title,
         description=description,
-        version="0.1.0",
+        version=VERSION,
         lifespan=lifespan,
         docs_url="/docs" if settings.environment == "development" else None,
         redoc_url=None,

@@ -5,16 +5,24 @@ unique instance id, the address and port others reach it at, its version as a ta
 an HTTP check on its own ``/readyz`` and a deregister-critical-after timeout, so an instance that
 died without a word leaves the registry by itself. A keeper puts the registration back whenever
 the agent has lost it (an agent restarted without its state, a reaped instance that recovered).
-At shutdown the instance deregisters first, before it stops serving; on Kubernetes the preStop
-hook already did so (``python -m shop_<name>.main deregister``), before SIGTERM.
+On Kubernetes the preStop hook (``python -m shop_<name>.main deregister``, another process in
+the same pod) takes the instance out of Consul before SIGTERM, while it still serves, and leaves
+a mark in the temporary directory that tells the keeper not to put it back. Without the hook
+(``make up``), the instance deregisters at shutdown, once it has stopped accepting connections:
+callers move on as soon as a connection is refused.
 
 Discovery: one blocking query per peer on ``/v1/health/service/<peer>?passing`` keeps the passing
 instances current without polling: Consul answers as soon as the set changes, or after ``wait``
-with nothing new. An answer that goes backwards resets the index, as Consul's documentation asks
-(the agent restarted). While Consul is unreachable the last known instances stay in use; an
-answer with no passing instance at all is treated the same way - routing to instances that fail
-their checks is no worse than refusing every call, and often better (a service whose broker is
-down fails ``/readyz`` but still answers reads).
+with nothing new. An answer that goes backwards resets the index, as Consul's documentation asks,
+and so does any failed query (the agent that answers next may have restarted). While Consul is
+unreachable the last known instances stay in use; an answer with no passing instance at all is
+treated the same way - routing to instances that fail their checks is no worse than refusing
+every call, and often better (a service whose broker is down fails ``/readyz`` but still answers
+reads).
+
+Register through one agent: with several Consul servers, point the services at a client agent
+(one per node), not at a Service that spreads requests over the servers, or one instance may be
+registered on several of them and deregistered from one.
 
 The client is py-consul's API layer over the kit's own aiohttp transport: one session, and a
 timeout per kind of call (a blocking query is held open up to ``wait`` plus Consul's jitter).
@@ -27,22 +35,24 @@ import contextlib
 import logging
 import random
 import socket
+import tempfile
+import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partialmethod
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 import consul.base
-from consul.exceptions import ConsulException
 
+from shopkit import VERSION
 from shopkit.discovery import Discovery, Pools, base_url
 from shopkit.settings import ServiceSettings
 
 log = logging.getLogger("shopkit.consul")
-
-VERSION = "0.1.0"
 
 
 def go_duration(seconds: float) -> str:
@@ -65,37 +75,30 @@ class _Transport(consul.base.HTTPClient):  # type: ignore[misc]
         self._session = session
         self._timeout = timeout
 
-    async def _request(
-        self, callback: Callable[[Any], Any], method: str, path: str, params: Any, kw: Any
+    async def _call(
+        self,
+        method: str,
+        callback: Callable[[Any], Any],
+        path: str,
+        *,
+        params: Any = None,
+        **kw: Any,
     ) -> Any:
-        uri = self.uri(path, params)
-        headers, data = kw.get("headers"), kw.get("data")
         async with self._session.request(
-            method, uri, headers=headers, data=data, timeout=self._timeout
+            method,
+            self.uri(path, params),
+            headers=kw.get("headers"),
+            data=kw.get("data"),
+            timeout=self._timeout,
         ) as resp:
-            body = await resp.text(encoding="utf-8")
+            body = await resp.text(encoding="utf-8", errors="replace")
             return callback(consul.base.Response(resp.status, resp.headers, body))
 
-    # py-consul passes the callback and path by position, everything else by name.
-    def get(
-        self, callback: Callable[[Any], Any], path: str, *, params: Any = None, **kw: Any
-    ) -> Any:
-        return self._request(callback, "GET", path, params, kw)
-
-    def put(
-        self, callback: Callable[[Any], Any], path: str, *, params: Any = None, **kw: Any
-    ) -> Any:
-        return self._request(callback, "PUT", path, params, kw)
-
-    def delete(
-        self, callback: Callable[[Any], Any], path: str, *, params: Any = None, **kw: Any
-    ) -> Any:
-        return self._request(callback, "DELETE", path, params, kw)
-
-    def post(
-        self, callback: Callable[[Any], Any], path: str, *, params: Any = None, **kw: Any
-    ) -> Any:
-        return self._request(callback, "POST", path, params, kw)
+    # py-consul calls these with the callback and path by position, everything else by name.
+    get = partialmethod(_call, "GET")
+    put = partialmethod(_call, "PUT")
+    delete = partialmethod(_call, "DELETE")
+    post = partialmethod(_call, "POST")
 
     def close(self) -> None:
         """The session is the caller's to close."""
@@ -107,15 +110,11 @@ class _Client(consul.base.Consul):  # type: ignore[misc]
         super().__init__(
             host=transport.host, port=transport.port, scheme=transport.scheme, token=token or None
         )
+        # py-consul lets CONSUL_HTTP_TOKEN from the environment win; the setting is the token.
+        self.token = token or None
 
     def http_connect(self, *args: Any, **kwargs: Any) -> _Transport:
         return self._transport
-
-
-@dataclass(frozen=True)
-class Instance:
-    id: str
-    url: str
 
 
 class ConsulAgent:
@@ -137,21 +136,21 @@ class ConsulAgent:
         self._calls = _Client(_Transport(address, session, calls), token)
         self._watches = _Client(_Transport(address, session, watches), token)
 
-    async def passing(self, service: str, *, index: int = 0) -> tuple[int, list[Instance]]:
-        """Instances of ``service`` whose checks all pass, and the index of that answer. With an
-        ``index``, Consul holds the answer until the set moves past it or ``wait`` elapses."""
+    async def passing(self, service: str, *, index: int = 0) -> tuple[int, list[str]]:
+        """Base URLs of the instances of ``service`` whose checks all pass, and the index of that
+        answer. With an ``index``, Consul holds the answer until the set moves past it or
+        ``wait`` elapses."""
         client = self._watches if index else self._calls
         raw_index, entries = await client.health.service(
             service, passing=True, index=index or None, wait=go_duration(self.wait_seconds)
         )
-        instances = []
+        urls = []
         for entry in entries or ():
             svc = entry["Service"]
             # An empty service address means "the node's address", as in Consul's own DNS.
             address = svc.get("Address") or entry["Node"]["Address"]
-            scheme = (svc.get("Meta") or {}).get("scheme", "http")
-            instances.append(Instance(svc["ID"], base_url(scheme, address, int(svc["Port"]))))
-        return int(raw_index), instances
+            urls.append(base_url("http", address, int(svc["Port"])))
+        return int(raw_index), urls
 
     async def register(self, registration: Registration) -> None:
         check = consul.Check.http(
@@ -248,9 +247,11 @@ class ConsulDiscovery(Pools):
         self._services = tuple(dict.fromkeys(services))
         self._answered = {name: asyncio.Event() for name in self._services}
         self._first_answer_seconds = first_answer_seconds
+        self._patient_until = 0.0
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
+        self._patient_until = time.monotonic() + self._first_answer_seconds
         self._tasks = [
             asyncio.create_task(self._watch(name), name=f"consul-watch-{name}")
             for name in self._services
@@ -263,10 +264,12 @@ class ConsulDiscovery(Pools):
 
     async def resolve(self, service: str, *, avoid: Iterable[str] = ()) -> str:
         answered = self._answered.get(service)
-        if answered is not None and not answered.is_set():
-            # Just started: wait a moment for the first answer rather than fail the call.
+        patience = self._patient_until - time.monotonic()
+        if answered is not None and not answered.is_set() and patience > 0:
+            # Just started: wait a moment for Consul's first answer rather than fail the call;
+            # once that moment is over, calls fail at once until Consul answers.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(answered.wait(), self._first_answer_seconds)
+                await asyncio.wait_for(answered.wait(), patience)
         return await super().resolve(service, avoid=tuple(avoid))
 
     async def _watch(self, service: str) -> None:
@@ -275,7 +278,8 @@ class ConsulDiscovery(Pools):
         while True:
             try:
                 new_index, instances = await self._agent.passing(service, index=index)
-            except (aiohttp.ClientError, TimeoutError, ConsulException, ValueError) as exc:
+            except Exception as exc:
+                # Whatever went wrong (network, a 5xx, an odd answer), the watch must go on.
                 failures += 1
                 self._refresh_failed(service)
                 if failures == 1:
@@ -296,7 +300,7 @@ class ConsulDiscovery(Pools):
             # Consul's rules: an index that went backwards means start over; never block on 0.
             index = 0 if new_index < index else max(new_index, 1)
             if instances or not self.instance_count(service):
-                self._set(service, [instance.url for instance in instances])
+                self._set(service, instances)
             else:
                 log.warning(
                     "consul reports no passing instance of %s: keeping the last known %d",
@@ -309,44 +313,59 @@ class ConsulDiscovery(Pools):
                 await asyncio.sleep(0.1)
 
 
+def _left_mark(instance: str) -> Path:
+    return Path(tempfile.gettempdir()) / "sweetslice-consul" / f"{instance}.left"
+
+
 class Registrar:
     """Keeps this instance registered while it runs; deregisters it at the end."""
 
     def __init__(self, agent: ConsulAgent, registration: Registration) -> None:
         self._agent = agent
         self.registration = registration
+        self._mark = _left_mark(registration.instance_id)
+
+    def has_left(self) -> bool:
+        """The preStop hook took this instance out of Consul: it must not come back."""
+        return self._mark.exists()
 
     async def keep(self) -> None:
         """Registers, then every check interval makes sure the agent still knows us."""
+        # A mark from an earlier run of this instance (a container restarted in its pod,
+        # whose /tmp outlives it) is not about this one.
+        self._mark.unlink(missing_ok=True)
         failures = 0
         registered = False
         every = max(1.0, self.registration.check_interval_seconds)
-        while True:
+        instance = self.registration.instance_id
+        while not self.has_left():
             try:
-                if not registered or not await self._agent.registered(
-                    self.registration.instance_id
-                ):
+                if not registered or not await self._agent.registered(instance):
+                    if self.has_left():  # the hook may have run while we asked
+                        return
                     await self._agent.register(self.registration)
-                    log.info(
-                        "registered %s in consul as %s",
-                        self.registration.service,
-                        self.registration.instance_id,
-                    )
+                    log.info("registered %s in consul as %s", self.registration.service, instance)
                 registered = True
                 failures = 0
                 await asyncio.sleep(every)
-            except (aiohttp.ClientError, TimeoutError, ConsulException) as exc:
+            except Exception as exc:
+                # Whatever went wrong, the keeper tries again later: it must not die.
                 failures += 1
                 if failures == 1:
-                    log.warning("consul registration failed, retrying: %s", exc)
+                    log.warning("consul registration failed, retrying: %r", exc)
                 await asyncio.sleep(_backoff(failures))
 
-    async def deregister(self) -> None:
+    async def deregister(self, *, for_good: bool = False) -> None:
+        """Leaves Consul. ``for_good`` (the preStop hook) also tells the server's keeper, in
+        another process of the same pod, not to register it again."""
+        if for_good:
+            self._mark.parent.mkdir(parents=True, exist_ok=True)
+            self._mark.touch()
         try:
             known = await self._agent.deregister(self.registration.instance_id)
-        except (aiohttp.ClientError, TimeoutError, ConsulException) as exc:
-            # Consul drops it after deregister-critical-after anyway.
-            log.warning("consul deregistration failed: %s", exc)
+        except Exception as exc:
+            # Not fatal: Consul reaps the instance after deregister-critical-after anyway.
+            log.warning("consul deregistration failed: %r", exc)
             return
         log.info(
             "deregistered %s from consul%s",
@@ -380,8 +399,7 @@ async def consul_discovery(
             yield discovery
         finally:
             keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeper
+            await asyncio.gather(keeper, return_exceptions=True)
             await registrar.deregister()
             await discovery.close()
 
@@ -391,5 +409,6 @@ async def deregister_command(settings: ServiceSettings, drain_seconds: float) ->
     requests move on, before Kubernetes sends SIGTERM."""
     if settings.discovery == "consul":
         async with aiohttp.ClientSession() as session:
-            await Registrar(agent_for(settings, session), registration_for(settings)).deregister()
+            registrar = Registrar(agent_for(settings, session), registration_for(settings))
+            await registrar.deregister(for_good=True)
     await asyncio.sleep(drain_seconds)

@@ -26,22 +26,9 @@ from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from typing import Protocol
 from urllib.parse import urlsplit
 
-from prometheus_client import Counter, Gauge
+from shopkit.observability import DISCOVERY_INSTANCES, DISCOVERY_REFRESH_FAILURES
 
 log = logging.getLogger("shopkit.discovery")
-
-DISCOVERY_INSTANCES = Gauge(
-    "sweetslice_discovery_instances",
-    "Instances of a peer this service currently spreads its calls over.",
-    ["service", "peer"],
-    multiprocess_mode="max",
-)
-DISCOVERY_REFRESH_FAILURES = Counter(
-    "sweetslice_discovery_refresh_failures",
-    "Refreshes of a peer's instances that failed (DNS or Consul unreachable); the last known "
-    "instances stay in use meanwhile.",
-    ["service", "peer"],
-)
 
 
 class UnknownService(LookupError):
@@ -115,9 +102,12 @@ class Pools:
         self._pools: dict[str, Pool] = {}
 
     def _set(self, service: str, urls: Iterable[str]) -> None:
+        urls = dict.fromkeys(urls)  # one instance listed twice is still one instance
         pool = self._pools.get(service)
         if pool is None:
             pool = self._pools[service] = Pool(urls, eject_seconds=self._eject_seconds)
+            # At 0 from the start: a rate over zeros is 0, a rate over no series is no data.
+            DISCOVERY_REFRESH_FAILURES.labels(self._caller, service)
         else:
             pool.replace(urls)
         DISCOVERY_INSTANCES.labels(self._caller, service).set(len(pool.urls))
@@ -178,6 +168,7 @@ class DnsDiscovery(Pools):
         eject_seconds: float = 2.0,
         caller: str = "",
         resolver: Resolver = resolve_host,
+        lookup_timeout: float = 2.0,
     ) -> None:
         super().__init__(caller, eject_seconds=eject_seconds)
         self._names: dict[str, tuple[str, ...]] = {}
@@ -187,24 +178,27 @@ class DnsDiscovery(Pools):
                 self._set(name, urls)
         self._refresh_seconds = refresh_seconds
         self._resolver = resolver
+        self._lookup_timeout = lookup_timeout
         self._known: dict[tuple[str, str], list[str]] = {}
         self._task: asyncio.Task[None] | None = None
 
     async def refresh(self) -> None:
-        for service, urls in self._names.items():
-            found: list[str] = []
-            failed = False
-            for url in urls:
-                resolved = await self._lookup(url)
-                if resolved is None:
-                    failed = True
-                    resolved = self._known.get((service, url), [url])
-                else:
-                    self._known[service, url] = resolved
-                found.extend(resolved)
-            if failed:
+        """Looks every name up at once, each bounded, so a DNS that does not answer delays
+        start-up by one lookup timeout, not by one per peer."""
+        pairs = [(service, url) for service, urls in self._names.items() for url in urls]
+        answers = await asyncio.gather(*(self._lookup(url) for _, url in pairs))
+        found: dict[str, list[str]] = {service: [] for service in self._names}
+        failed: set[str] = set()
+        for (service, url), answer in zip(pairs, answers, strict=True):
+            if answer is None:
+                failed.add(service)
+            else:
+                self._known[service, url] = answer
+            found[service].extend(self._known.get((service, url), [url]))
+        for service, urls in found.items():
+            if service in failed:
                 self._refresh_failed(service)
-            self._set(service, dict.fromkeys(found))
+            self._set(service, urls)
 
     async def _lookup(self, url: str) -> list[str] | None:
         parts = urlsplit(url)
@@ -220,9 +214,9 @@ class DnsDiscovery(Pools):
             return [url]
         port = parts.port or 80
         try:
-            hosts = await self._resolver(host, port)
-        except (OSError, UnicodeError) as exc:
-            log.warning("could not resolve %s (keeping the last answer): %s", host, exc)
+            hosts = await asyncio.wait_for(self._resolver(host, port), self._lookup_timeout)
+        except (OSError, UnicodeError, TimeoutError) as exc:
+            log.warning("could not resolve %s (keeping the last answer): %r", host, exc)
             return None
         if not hosts:
             return None

@@ -21,8 +21,12 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import get_args
 
 import aiohttp
+
+from shopkit.consul import ConsulAgent
+from shopkit.settings import DiscoverySource
 
 
 def free_port() -> int:
@@ -85,7 +89,7 @@ PEERS: dict[str, tuple[str, ...]] = {
     "notification": (),
 }
 READY_TIMEOUT_SECONDS = 60.0
-DISCOVERY_SOURCES = ("static", "dns", "consul")
+DISCOVERY_SOURCES: tuple[str, ...] = get_args(DiscoverySource)
 
 
 @dataclass
@@ -111,6 +115,7 @@ class PlatformConfig:
     # the Consul agent at consul_http_addr and find its peers there.
     discovery: str = "static"
     consul_http_addr: str = "http://127.0.0.1:8500"
+    consul_token: str = ""
 
     def __post_init__(self) -> None:
         if self.discovery not in DISCOVERY_SOURCES:
@@ -170,6 +175,8 @@ class PlatformConfig:
         if self.discovery == "consul":
             settings["CONSUL_HTTP_ADDR"] = self.consul_http_addr
             settings["ADVERTISE_ADDRESS"] = self.host
+            if self.consul_token:
+                settings["CONSUL_TOKEN"] = self.consul_token
         if self.database_url_template and service != "gateway":
             settings["DATABASE_URL"] = self.database_url_template.format(service=service)
         env = {prefix + key: value for key, value in settings.items()}
@@ -309,13 +316,15 @@ class Platform:
     async def passing_in_consul(self, service: str) -> int:
         """How many instances of ``service`` Consul reports passing (-1: Consul unreachable)."""
         assert self._http is not None
-        url = f"{self.config.consul_http_addr}/v1/health/service/{service}"
+        agent = ConsulAgent(
+            self.config.consul_http_addr, session=self._http, token=self.config.consul_token
+        )
         try:
-            async with self._http.get(url, params={"passing": "1"}) as resp:
-                entries = await resp.json() if resp.status == 200 else None
-        except (aiohttp.ClientError, TimeoutError, ValueError):
+            _, found = await agent.passing(service)
+        except Exception:
+            # Unreachable, refusing or starting: not passing yet; the caller asks again.
             return -1
-        return len(entries) if isinstance(entries, list) else -1
+        return len(found)
 
     async def wait_registered(self, timeout: float) -> None:
         """Ready is not yet findable: wait until Consul has seen every instance pass its check."""
@@ -440,7 +449,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--consul-addr",
         default=os.environ.get("CONSUL_HTTP_ADDR", "http://127.0.0.1:8500"),
-        help="the Consul agent's HTTP address, with --discovery consul",
+        help="the Consul agent's HTTP address, with --discovery consul (its ACL token, if it "
+        "needs one, from CONSUL_HTTP_TOKEN)",
     )
     return parser.parse_args(argv)
 
@@ -457,6 +467,7 @@ async def _run(args: argparse.Namespace) -> int:
         replicas=dict(args.replicas),
         discovery=args.discovery,
         consul_http_addr=args.consul_addr,
+        consul_token=os.environ.get("CONSUL_HTTP_TOKEN", ""),
     )
     config.ports["gateway"] = args.port
     config.extra_env = caller_settings(config, os.environ)

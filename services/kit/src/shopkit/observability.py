@@ -58,6 +58,18 @@ BREAKER_STATE = Gauge(
     ["service", "peer"],
     multiprocess_mode="max",
 )
+DISCOVERY_INSTANCES = Gauge(
+    "shop_discovery_instances",
+    "Instances of a peer this service currently spreads its calls over (shopkit.discovery).",
+    ["service", "peer"],
+    multiprocess_mode="max",
+)
+DISCOVERY_REFRESH_FAILURES = Counter(
+    "shop_discovery_refresh_failures",
+    "Refreshes of a peer's instances that failed (DNS or Consul unreachable); the last known "
+    "instances stay in use meanwhile.",
+    ["service", "peer"],
+)
 PEER_OUTCOMES = (
     "ok",
     "failed",

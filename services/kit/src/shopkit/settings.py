@@ -28,6 +28,7 @@ DEV_INTERNAL_TOKEN = "sweetslice-dev-internal-token"  # noqa: S105 - refused out
 # (Kubernetes mounts Secrets this way). Secrets in files stay out of the process environment,
 # which child processes inherit and crash reports and /proc/<pid>/environ expose.
 SECRETS_DIR_ENV = "SWEETSLICE_SECRETS_DIR"
+DiscoverySource = Literal["static", "dns", "consul"]
 
 
 class ServiceSettings(BaseSettings):
@@ -58,7 +59,7 @@ class ServiceSettings(BaseSettings):
     # Where peers are found (shopkit.discovery): the <PEER>_URL addresses as they are (static),
     # their host names resolved again and again (dns: Kubernetes DNS), or Consul's passing
     # instances, this one registering itself there (consul).
-    discovery: Literal["static", "dns", "consul"] = "static"
+    discovery: DiscoverySource = "static"
     dns_refresh_seconds: float = Field(default=5.0, gt=0, le=3600)
     consul_http_addr: str = "http://127.0.0.1:8500"
     consul_token: SecretStr = SecretStr("")
