@@ -276,7 +276,7 @@ class Gateway:
 
     async def shutdown(self) -> None:
         if self._resources is not None:
-            # First: with Consul, the gateway leaves the registry before its upstream session closes.
+            # First: with Consul, the gateway leaves the registry before its session closes.
             await self._resources.registry.aclose()
             await self._resources.session.close()
             self._resources = None
