@@ -35,6 +35,8 @@ class TestUpstream:
     url: str = ""
     calls: list[str] = field(default_factory=list)
     openapi: dict[str, Any] | None = None
+    # Set: every proxied request is answered with this status (a broken instance).
+    fail_with: int | None = None
 
 
 def _openapi_for(name: str) -> dict[str, Any]:
@@ -103,6 +105,8 @@ def _upstream_app(upstream: TestUpstream, tokens: TokenFactory) -> web.Applicati
 
     async def anything(request: web.Request) -> web.StreamResponse:
         upstream.calls.append(f"{request.method} {request.path}")
+        if upstream.fail_with is not None:
+            return web.json_response({"broken": True}, status=upstream.fail_with)
         tail = request.path.rsplit("/", 1)[-1]
         if tail == "slow":
             await asyncio.sleep(3)

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+from shopkit.discovery import FAILURES_TO_EJECT
 from shopkit.testing import TokenFactory, free_port
 
 BIG_SHA256_HEX_LEN = 64
@@ -139,6 +140,30 @@ async def test_requests_are_spread_over_instances_and_skip_one_that_is_down(
     assert [r.status_code for r in reads + writes] == [200] * 9
     assert len(upstreams["product"].calls) == 3 and len(twin.calls) == 3
     assert upstreams["cart"].calls == ["POST /api/v1/cart/items"] * 3
+
+
+async def test_an_instance_that_keeps_answering_500_is_passed_over_but_503_is_not(
+    gateway_factory: Any, upstreams: dict[str, Any], tokens: TokenFactory, another_instance: Any
+) -> None:
+    async with (
+        another_instance("product") as broken,
+        another_instance("cart") as shedding,
+        gateway_factory(
+            product_url=f"{upstreams['product'].url},{broken.url}",
+            cart_url=f"{upstreams['cart'].url},{shedding.url}",
+        ) as client,
+    ):
+        broken.fail_with, shedding.fail_with = 500, 503
+        reads = [(await client.get(f"/api/v1/products/p{i}")).status_code for i in range(20)]
+        carts = [
+            (await client.get("/api/v1/cart", headers=tokens.headers())).status_code
+            for _ in range(20)
+        ]
+    # Taken in turn until its fifth failure in a row, then left alone (for 10 s).
+    assert len(broken.calls) == FAILURES_TO_EJECT
+    assert reads.count(500) == FAILURES_TO_EJECT and reads.count(200) == 20 - FAILURES_TO_EJECT
+    # A 503 is a service's deliberate answer (a dependency down, load shed): no ejection.
+    assert len(shedding.calls) == 10 and carts.count(503) == 10
 
 
 async def test_large_answer_streams_through_intact(gateway: httpx.AsyncClient) -> None:

@@ -12,6 +12,7 @@ import pytest
 from aiohttp import web
 from prometheus_client import REGISTRY
 from shopkit.discovery import (
+    FAILURES_TO_EJECT,
     DnsDiscovery,
     Pool,
     StaticDiscovery,
@@ -224,3 +225,54 @@ async def test_a_changed_pool_forgets_instances_that_left_and_keeps_ejections_of
     # a left and came back: its old ejection went with it.
     assert {pool.pick() for _ in range(4)} == {"http://a:1", "http://c:3"}
     assert Pool().pick() is None
+
+
+def test_an_instance_is_ejected_after_a_run_of_failures_and_a_success_breaks_the_run() -> None:
+    pool = Pool(["http://a:1", "http://b:2"])
+    for _ in range(FAILURES_TO_EJECT - 1):
+        assert not pool.answered("http://b:2", ok=False)
+    assert pool.answered("http://b:2", ok=True) is False  # the run is broken: count again
+    for _ in range(FAILURES_TO_EJECT - 1):
+        assert not pool.answered("http://b:2", ok=False)
+    assert {pool.pick() for _ in range(4)} == {"http://a:1", "http://b:2"}
+    assert pool.answered("http://b:2", ok=False)  # the fifth in a row
+    assert {pool.pick() for _ in range(4)} == {"http://a:1"}
+    assert not pool.answered("http://elsewhere:9", ok=False)
+
+
+@pytest.fixture
+async def broken_peer() -> AsyncIterator[tuple[str, list[str]]]:
+    seen: list[str] = []
+
+    async def fail(request: web.Request) -> web.Response:
+        seen.append(request.method)
+        return web.json_response({"broken": True}, status=500)
+
+    app = web.Application()
+    app.router.add_route("*", "/thing", fail)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    yield f"http://127.0.0.1:{port}", seen
+    await runner.cleanup()
+
+
+async def test_a_peer_instance_that_keeps_answering_500_gets_no_more_calls(
+    live_peer: tuple[str, list[str]], broken_peer: tuple[str, list[str]]
+) -> None:
+    live, live_seen = live_peer
+    broken, broken_seen = broken_peer
+    discovery = StaticDiscovery({"peer": f"{live},{broken}"})
+    outcomes = []
+    async with new_client_session() as session:
+        client = Peer(session, discovery, timeout=2, internal_token="t")
+        for _ in range(20):
+            try:
+                await client.request("GET", "/thing")
+                outcomes.append("ok")
+            except PeerUnavailable:
+                outcomes.append("failed")
+    assert len(broken_seen) == FAILURES_TO_EJECT
+    assert outcomes.count("failed") == FAILURES_TO_EJECT
+    assert len(live_seen) == 20 - FAILURES_TO_EJECT

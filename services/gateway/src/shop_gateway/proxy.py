@@ -222,7 +222,7 @@ class Proxy:
         while True:
             base = await self._discovery.resolve(service, avoid=tried)
             try:
-                return await self._session.request(
+                resp = await self._session.request(
                     method,
                     URL(base + target, encoded=True),
                     headers=headers,
@@ -235,9 +235,18 @@ class Proxy:
                 if len(tried) + 1 >= instances:
                     raise
             except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+                self._discovery.answered(service, base, ok=False)
                 # One more try than there are instances: a fresh connection to the same one.
                 if not repeatable or len(tried) + 1 > instances:
                     raise
+            except TimeoutError:
+                self._discovery.answered(service, base, ok=False)
+                raise
+            else:
+                # 503 is an upstream's deliberate answer (a dependency down, load shed), not a
+                # sign of a broken instance.
+                self._discovery.answered(service, base, ok=resp.status < 500 or resp.status == 503)
+                return resp
             tried.append(base)
 
     async def _relay_rest(

@@ -8,8 +8,9 @@ a service switches between them without a code change:
 
 A service may run as several instances. Calls are spread round-robin, and an instance a caller
 could not even connect to (stopped, restarting, draining after SIGTERM) is passed over for a few
-seconds, so new requests go to the others. A source that stops answering (DNS, Consul) leaves
-the last set it gave in use: a registry outage is not an outage of the shop (RELIABILITY.md R16).
+seconds, so new requests go to the others; so is one whose answers keep failing. A source that
+stops answering (DNS, Consul) leaves the last set it gave in use: a registry outage is not an
+outage of the shop (RELIABILITY.md R16).
 """
 
 from __future__ import annotations
@@ -49,6 +50,18 @@ class Discovery(Protocol):
         """A caller could not connect to ``url``: prefer the other instances for a while."""
         ...
 
+    def answered(self, service: str, url: str, *, ok: bool) -> None:
+        """How a call to ``url`` ended: an instance that keeps failing is passed over a while."""
+        ...
+
+
+# An instance whose answers fail this many times in a row (a 5xx other than 503, a timeout, a
+# dropped connection) is passed over for OUTLIER_SECONDS, like an outlier: it may pass its
+# health checks and still be broken. 503 is left out: the services answer it on purpose when a
+# dependency of theirs is down or they shed load, which says nothing about the instance.
+FAILURES_TO_EJECT = 5
+OUTLIER_SECONDS = 10.0
+
 
 def split_addresses(value: str) -> tuple[str, ...]:
     """``"http://a:1, http://b:2/"`` -> ``("http://a:1", "http://b:2")``."""
@@ -70,11 +83,13 @@ class Pool:
         self._turns = itertools.count()
         self._eject_seconds = eject_seconds
         self._ejected: dict[str, float] = {}
+        self._failures: dict[str, int] = {}
 
     def replace(self, urls: Iterable[str]) -> None:
         self.urls = tuple(urls)
         # An instance that left and came back starts with a clean slate.
         self._ejected = {url: t for url, t in self._ejected.items() if url in self.urls}
+        self._failures = {url: n for url, n in self._failures.items() if url in self.urls}
 
     def pick(self, avoid: Collection[str] = ()) -> str | None:
         urls = self.urls
@@ -91,6 +106,21 @@ class Pool:
     def eject(self, url: str) -> None:
         if url in self.urls:
             self._ejected[url] = time.monotonic() + self._eject_seconds
+
+    def answered(self, url: str, *, ok: bool) -> bool:
+        """Counts failed answers in a row; True when this one got the instance ejected."""
+        if url not in self.urls:
+            return False
+        if ok:
+            self._failures.pop(url, None)
+            return False
+        count = self._failures.get(url, 0) + 1
+        if count < FAILURES_TO_EJECT:
+            self._failures[url] = count
+            return False
+        del self._failures[url]
+        self._ejected[url] = time.monotonic() + OUTLIER_SECONDS
+        return True
 
 
 class Pools:
@@ -130,6 +160,17 @@ class Pools:
         pool = self._pools.get(service)
         if pool is not None:
             pool.eject(url)
+
+    def answered(self, service: str, url: str, *, ok: bool) -> None:
+        pool = self._pools.get(service)
+        if pool is not None and pool.answered(url, ok=ok):
+            log.warning(
+                "%s at %s failed %d times in a row: passed over for %.0fs",
+                service,
+                url,
+                FAILURES_TO_EJECT,
+                OUTLIER_SECONDS,
+            )
 
 
 class StaticDiscovery(Pools):

@@ -250,11 +250,15 @@ class ServiceClient:
                     others -= 1
                     base = await self._discovery.resolve(self.peer, avoid=tried)
         except TimeoutError as exc:
-            if cut:
+            if cut:  # the caller's deadline, not the instance, ended it
                 raise DeadlineExceeded(self.peer, "timed out") from exc
+            self._discovery.answered(self.peer, base, ok=False)
             raise PeerUnavailable(self.peer, "timed out") from exc
         except aiohttp.ClientError as exc:
+            if not isinstance(exc, aiohttp.ClientConnectorError):  # that one is unreachable()
+                self._discovery.answered(self.peer, base, ok=False)
             raise PeerUnavailable(self.peer, type(exc).__name__) from exc
+        self._discovery.answered(self.peer, base, ok=status < 500 or status == 503)
         if status >= 500:
             raise PeerUnavailable(self.peer, f"answered {status}")
         body: Any = None
