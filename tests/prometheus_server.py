@@ -6,10 +6,8 @@ they control. Each gives the scrape configuration; the server gets a throw-away 
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,8 @@ import httpx
 import pytest
 import yaml  # type: ignore[import-untyped]  # no stubs in the lock
 from shopkit.launcher import free_port
+
+from tests.processes import stop_process, wait_until_answering
 
 
 def prometheus_binary() -> str:
@@ -53,25 +53,13 @@ class PrometheusServer:
         ]
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"prometheus exited: {self.log_path.read_text()[-2000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(self.url + "/-/ready", timeout=1).status_code == 200:
-                    return
-            time.sleep(0.2)
-        raise TimeoutError(f"prometheus not ready: {self.log_path.read_text()[-2000:]}")
+        wait_until_answering(
+            self.proc, self.url + "/-/ready", what="prometheus", timeout=30, log_path=self.log_path
+        )
 
     def stop(self) -> None:
         self.http.close()
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, grace=15)
 
     def api(self, path: str, **params: str) -> Any:
         resp = self.http.get("/api/v1/" + path, params=params)

@@ -37,10 +37,11 @@ from typing import Any, Final, Self
 from urllib.parse import urlsplit
 
 import aiohttp
-import httpx
 from aiohttp import web
 from multidict import CIMultiDict, MultiMapping
 from shopkit.launcher import free_port
+
+from tests.processes import stop_process, wait_until_answering
 
 REPO_ROOT: Final = Path(__file__).resolve().parents[2]
 
@@ -1096,24 +1097,17 @@ class FakeConsulProcess:
             self._proc = subprocess.Popen(
                 argv, cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=log
             )
-        deadline = time.monotonic() + timeout
-        while True:
-            code = self._proc.poll()
-            if code is not None:
-                raise RuntimeError(f"the fake Consul exited with {code} before answering")
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{self.url}/v1/status/leader", timeout=1).status_code == 200:
-                    return
-            if time.monotonic() > deadline:
-                self.kill()
-                raise TimeoutError(f"the fake Consul did not answer within {timeout:.0f}s")
-            time.sleep(0.05)
+        wait_until_answering(
+            self._proc,
+            f"{self.url}/v1/status/leader",
+            what="the fake Consul",
+            timeout=timeout,
+            log_path=self.log_path,
+        )
 
     def kill(self) -> None:
         """SIGKILL: no goodbye, every registration and the index are gone."""
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.kill()
-            self._proc.wait(10)
+        stop_process(self._proc, grace=0)
 
     def restart(self, timeout: float = 15) -> None:
         """Killed (if it runs) and started again, empty, on the same port."""
@@ -1121,13 +1115,7 @@ class FakeConsulProcess:
         self.start(timeout)
 
     def stop(self) -> None:
-        if self._proc is None or self._proc.poll() is not None:
-            return
-        self._proc.terminate()
-        try:
-            self._proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.kill()
+        stop_process(self._proc)
 
     def __enter__(self) -> Self:
         self.start()

@@ -6,13 +6,14 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import httpx
+
+from tests.processes import stop_process, wait_until_answering
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO / "scripts" / "build-toxiproxy.sh"
@@ -59,28 +60,16 @@ class ToxiproxyServer:
                 stderr=log,
                 env=env,
             )
-        deadline = time.monotonic() + timeout
-        while True:
-            if self._proc.poll() is not None:
-                raise RuntimeError(f"toxiproxy-server exited with {self._proc.returncode}")
-            try:
-                if httpx.get(self.url + "/version", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"toxiproxy-server did not answer within {timeout:.0f}s")
-            time.sleep(0.1)
+        wait_until_answering(
+            self._proc,
+            self.url + "/version",
+            what="toxiproxy-server",
+            timeout=timeout,
+            log_path=self.log_path,
+        )
 
     def stop(self) -> None:
-        if self._proc is None or self._proc.poll() is not None:
-            return
-        self._proc.terminate()
-        try:
-            self._proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
+        stop_process(self._proc)
 
 
 @dataclass(frozen=True)
